@@ -1,0 +1,59 @@
+"""Every error quantcore raises, under one root.
+
+Each also inherits the built-in exception a caller would naturally catch, so
+``except FileNotFoundError`` keeps working for code that knows nothing of us.
+"""
+
+from __future__ import annotations
+
+
+class QuantcoreError(Exception):
+    """Root of every error raised by quantcore."""
+
+
+class ModelNotFoundError(QuantcoreError, FileNotFoundError):
+    """A folder or model file does not exist or cannot be read."""
+
+
+class PathNotAllowedError(QuantcoreError, PermissionError):
+    """A path resolves outside the roots it is allowed to live in."""
+
+
+class InvalidModelError(QuantcoreError, ValueError):
+    """A file is not a model we can load: corrupt, truncated or of unknown layout."""
+
+
+class ModelTooLargeError(InvalidModelError):
+    """A file is over the configured size cap."""
+
+
+class UnsafeModelError(QuantcoreError, ValueError):
+    """Loading would run code from a source the operator has not trusted."""
+
+
+class MissingDependencyError(QuantcoreError, ImportError):
+    """A model needs a Python package that is not installed."""
+
+
+class HubError(QuantcoreError, ConnectionError):
+    """Pulling from a Hugging Face Hub endpoint failed."""
+
+
+class InvalidRepoIdError(HubError, ValueError):
+    """A repo id is not a valid Hugging Face Hub repo id."""
+
+
+class RepoNotFoundError(HubError, FileNotFoundError):
+    """The repo, revision or file does not exist (or is private and no token was given)."""
+
+
+class GatedRepoError(HubError, PermissionError):
+    """The repo needs accepted terms or a token with access."""
+
+
+class HubUnreachableError(HubError):
+    """The endpoint cannot be reached (and nothing usable is cached)."""
+
+
+class DatasetError(QuantcoreError, ValueError):
+    """A data set folder or file is missing or not in the expected format."""
