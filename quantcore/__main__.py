@@ -1,0 +1,36 @@
+"""Headless CLI: ``python -m quantcore summarize FOLDER``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from quantcore import get_model_summary, load_model_variants
+from quantcore.errors import QuantcoreError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m quantcore", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    summarize = commands.add_parser("summarize", help="print the JSON summary of a variant folder")
+    summarize.add_argument("folder")
+    summarize.add_argument(
+        "--trust", action="store_true", help="let TorchScript and pickles load from outside the models root"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    try:
+        variants = load_model_variants(args.folder, trusted=True if args.trust else None)
+    except QuantcoreError as exc:
+        print(f"error: {args.folder}: {exc}", file=sys.stderr)
+        return 2
+    json.dump(get_model_summary(variants), sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""A bounded, thread-safe LRU cache with single-flight loading.
+
+One instance lives in ``variants.py`` at module level, so every user of a
+process shares it. Each key maps to one entry whose fingerprint must match
+for a hit; a stale fingerprint reloads in place. Concurrent requests for a key
+being loaded wait for that one load instead of starting their own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    hits: int
+    misses: int
+    loads: int
+    evictions: int
+    entries: int
+    capacity: int
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class SingleFlightLRU(Generic[V]):
+    def __init__(self, capacity: int) -> None:
+        self._capacity = max(1, capacity)
+        self._entries: OrderedDict[Hashable, tuple[Hashable, V]] = OrderedDict()
+        self._in_flight: dict[Hashable, tuple[Hashable, Future[V]]] = {}
+        self._lock = threading.Lock()
+        self._hits = self._misses = self._loads = self._evictions = 0
+
+    def get(self, key: Hashable, fingerprint: Hashable, load: Callable[[], V]) -> tuple[V, bool]:
+        """The value for ``key``, loading it unless cached with this ``fingerprint``.
+
+        Returns the value and whether it came from the cache (waiting on
+        another caller's load counts as a hit: this caller loaded nothing).
+        A failed load is not cached; every waiter on it sees the exception.
+        """
+        with self._lock:
+            cached = self._entries.get(key)
+            if cached is not None and cached[0] == fingerprint:
+                self._entries.move_to_end(key)
+                self._hits += 1
+                return cached[1], True
+            flight = self._in_flight.get(key)
+            if flight is not None and flight[0] == fingerprint:
+                self._hits += 1
+                future = flight[1]
+                owner = False
+            else:
+                self._misses += 1
+                future = Future()
+                self._in_flight[key] = (fingerprint, future)
+                owner = True
+        if not owner:
+            return future.result(), True
+        try:
+            value = load()
+        except BaseException as exc:
+            with self._lock:
+                if self._in_flight.get(key, (None, None))[1] is future:
+                    del self._in_flight[key]
+            future.set_exception(exc)
+            raise
+        with self._lock:
+            self._loads += 1
+            if self._in_flight.get(key, (None, None))[1] is future:
+                del self._in_flight[key]
+            self._entries[key] = (fingerprint, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+                self._evictions += 1
+        future.set_result(value)
+        return value, False
+
+    def resize(self, capacity: int) -> None:
+        with self._lock:
+            self._capacity = max(1, capacity)
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+                self._evictions += 1
+
+    def info(self) -> CacheInfo:
+        with self._lock:
+            return CacheInfo(self._hits, self._misses, self._loads, self._evictions, len(self._entries), self._capacity)
+
+    def clear(self) -> None:
+        """Drop every entry and reset the counters."""
+        with self._lock:
+            self._entries.clear()
+            self._hits = self._misses = self._loads = self._evictions = 0

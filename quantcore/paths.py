@@ -1,0 +1,73 @@
+"""Path guards: turn what a client sends into a path inside an allowed root, or refuse.
+
+Every check resolves symlinks first, so a link inside a root that points
+outside it is refused like a plain ``..``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path, PurePosixPath
+
+from quantcore import settings
+from quantcore.errors import ModelNotFoundError, PathNotAllowedError
+
+MAX_PATH_CHARS = 1024
+
+
+def is_within(path: Path, root: Path) -> bool:
+    """Whether ``path`` (resolved) lies inside ``root`` (resolved), or is it."""
+    return Path(os.path.realpath(path)).is_relative_to(os.path.realpath(root))
+
+
+def require_within(path: Path, roots: Iterable[Path], *, what: str = "path") -> Path:
+    """The resolved ``path`` if it lies inside one of ``roots``.
+
+    Raises:
+        PathNotAllowedError: it resolves outside every root.
+    """
+    resolved = Path(os.path.realpath(path))
+    if not any(resolved.is_relative_to(os.path.realpath(r)) for r in roots):
+        raise PathNotAllowedError(f"{what} is outside the allowed folders")
+    return resolved
+
+
+def _segments(relative: str | Sequence[str]) -> list[str]:
+    raw = [relative] if isinstance(relative, str) else list(relative)
+    parts: list[str] = []
+    for item in raw:
+        if not isinstance(item, str):
+            raise PathNotAllowedError("path must be text")
+        if "\x00" in item:
+            raise PathNotAllowedError("path contains a NUL byte")
+        if len(item) > MAX_PATH_CHARS:
+            raise PathNotAllowedError(f"path is longer than {MAX_PATH_CHARS} characters")
+        if item.startswith(("/", "\\")) or PurePosixPath(item).is_absolute() or ":" in item[:3]:
+            raise PathNotAllowedError("absolute paths are not allowed; give a folder relative to the models folder")
+        for part in item.replace("\\", "/").split("/"):
+            if part == "..":
+                raise PathNotAllowedError("'..' is not allowed in a path")
+            if part not in ("", "."):
+                parts.append(part)
+    return parts
+
+
+def resolve_folder(relative: str | Sequence[str], *, root: Path | None = None) -> Path:
+    """The existing folder that ``relative`` names inside ``root`` (default: the models root).
+
+    ``relative`` is a path string or a list of path segments, as a client sends it;
+    an empty path means the root itself.
+
+    Raises:
+        PathNotAllowedError: absolute, ``..``, NUL, over-long, or resolving outside ``root``.
+        ModelNotFoundError: nothing there, or not a folder.
+    """
+    root = Path(os.path.realpath(root or settings.current().models_root))
+    candidate = root.joinpath(*_segments(relative))
+    resolved = require_within(candidate, [root], what="folder")
+    if not resolved.exists():
+        raise ModelNotFoundError("folder does not exist")
+    if not resolved.is_dir():
+        raise ModelNotFoundError("not a folder")
+    return resolved

@@ -1,0 +1,52 @@
+"""``get_model_summary``: a loaded folder as a JSON-ready dict.
+
+The top level keeps the original contract (``total_loaded``, ``onnx_available``,
+``pytorch_available``); per-variant detail sits under ``variants``. No key is
+called ``path``: gradio_client would take such a dict for a file to download.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quantcore.loaders import ModelFormat
+from quantcore.variants import ModelVariants, Status, VariantRecord
+
+
+def _variant_summary(record: VariantRecord) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "status": str(record.status),
+        "file": record.file,
+        "format": str(record.key.format),
+    }
+    if record.status is Status.LOADED:
+        summary.update(bytes=record.bytes, sha256=record.sha256, storage=record.storage, **record.details)
+    if record.error:
+        summary["error"] = record.error
+    return summary
+
+
+def get_model_summary(variants: ModelVariants) -> dict[str, Any]:
+    """Summarise a ``load_model_variants`` result.
+
+    Returns:
+        ``{"total_loaded", "onnx_available", "pytorch_available", "folder",
+        "stem", "trusted", "cache_hit", "load_seconds", "counts", "notes",
+        "variants": {key: {...}}}`` — every value JSON-serialisable.
+    """
+    records = variants.records
+    loaded = [r for r in records.values() if r.status is Status.LOADED]
+    counts = {str(s): sum(r.status is s for r in records.values()) for s in Status}
+    return {
+        "total_loaded": len(loaded),
+        "onnx_available": any(r.key.format is ModelFormat.ONNX for r in loaded),
+        "pytorch_available": any(r.key.format is ModelFormat.PYTORCH for r in loaded),
+        "folder": str(variants.folder),
+        "stem": variants.loaded.stem,
+        "trusted": variants.loaded.trusted,
+        "cache_hit": variants.cache_hit,
+        "load_seconds": round(variants.loaded.load_seconds, 4),
+        "counts": counts,
+        "notes": list(variants.loaded.notes),
+        "variants": {str(k): _variant_summary(r) for k, r in records.items()},
+    }

@@ -1,0 +1,317 @@
+"""Find the model variants in a folder and load them once, through the module cache.
+
+A folder holds up to five variants of one model, named after a shared stem
+(``resnet8.onnx``, ``resnet8_int8.onnx``, ``resnet8_uint8.onnx``, ``resnet8.pt``,
+``resnet8_int8.pt``), or listed in a ``variants.json`` manifest (key -> file
+name) that wins over names. A variant that is missing is ``None``; one that
+fails to load records why, and the others still load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from quantcore import settings
+from quantcore.cache import CacheInfo, SingleFlightLRU
+from quantcore.describe import describe_onnx, describe_torch
+from quantcore.errors import (
+    ModelNotFoundError,
+    PathNotAllowedError,
+    QuantcoreError,
+    UnsafeModelError,
+)
+from quantcore.loaders import LOADERS, ModelFormat
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "variants.json"
+MODEL_SUFFIXES = (".onnx", ".pt", ".pth")
+
+
+class VariantKey(StrEnum):
+    """The five variants a folder can hold; the value is the public key."""
+
+    ONNX_FLOAT = "onnx_float"
+    ONNX_INT8 = "onnx_int8"
+    ONNX_UINT8 = "onnx_uint8"
+    PYTORCH_FLOAT = "pytorch_float"
+    PYTORCH_INT8 = "pytorch_int8"
+
+    @classmethod
+    def from_string(cls, text: str) -> VariantKey:
+        try:
+            return cls(text)
+        except ValueError:
+            raise ValueError(f"unknown variant {text!r}; expected one of {', '.join(cls)}") from None
+
+    @property
+    def format(self) -> ModelFormat:
+        return ModelFormat.ONNX if self.value.startswith("onnx") else ModelFormat.PYTORCH
+
+    @property
+    def is_quantized(self) -> bool:
+        return not self.value.endswith("_float")
+
+
+class Status(StrEnum):
+    LOADED = "loaded"
+    MISSING = "missing"
+    ERROR = "error"
+    REFUSED = "refused"
+
+
+@dataclass(frozen=True)
+class VariantRecord:
+    """What happened to one variant of a folder."""
+
+    key: VariantKey
+    status: Status
+    file: str | None = None
+    model: Any = field(default=None, repr=False)
+    bytes: int | None = None
+    sha256: str | None = None
+    storage: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadedFolder:
+    """One load of a folder: what the cache keeps."""
+
+    folder: Path
+    stem: str | None
+    trusted: bool
+    records: dict[VariantKey, VariantRecord]
+    load_seconds: float
+    notes: tuple[str, ...] = ()
+
+
+class ModelVariants(Mapping[str, Any]):
+    """The variants of a folder as ``{key: model or None}``, plus how the load went.
+
+    The models are shared with the cache: the same objects on every hit.
+    """
+
+    def __init__(self, loaded: LoadedFolder, *, cache_hit: bool) -> None:
+        self.loaded = loaded
+        self.cache_hit = cache_hit
+
+    def __getitem__(self, key: str) -> Any:
+        return self.loaded.records[VariantKey.from_string(str(key))].model
+
+    def __iter__(self) -> Iterator[str]:
+        return (k.value for k in VariantKey)
+
+    def __len__(self) -> int:
+        return len(VariantKey)
+
+    @property
+    def folder(self) -> Path:
+        return self.loaded.folder
+
+    @property
+    def records(self) -> dict[VariantKey, VariantRecord]:
+        return self.loaded.records
+
+    def __repr__(self) -> str:
+        loaded = [str(k) for k, r in self.records.items() if r.status is Status.LOADED]
+        return f"ModelVariants({str(self.folder)!r}, loaded={loaded}, cache_hit={self.cache_hit})"
+
+
+# ----------------------------------------------------------------- discovery
+
+
+def _parse_name(name: str) -> tuple[str, VariantKey] | None:
+    """``resnet8_int8.onnx`` -> ("resnet8", ONNX_INT8); unrelated names -> None."""
+    base, suffix = os.path.splitext(name)
+    if suffix == ".onnx":
+        table = {"_int8": VariantKey.ONNX_INT8, "_uint8": VariantKey.ONNX_UINT8}
+        default = VariantKey.ONNX_FLOAT
+    elif suffix in (".pt", ".pth"):
+        table = {"_int8": VariantKey.PYTORCH_INT8}
+        default = VariantKey.PYTORCH_FLOAT
+    else:
+        return None
+    for tail, key in table.items():
+        if base.endswith(tail) and len(base) > len(tail):
+            return base[: -len(tail)], key
+    return (base, default) if base else None
+
+
+def _read_manifest(folder: Path, notes: list[str]) -> dict[VariantKey, str]:
+    try:
+        raw = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        notes.append(f"{MANIFEST_NAME} ignored: {type(exc).__name__}")
+        return {}
+    if not isinstance(raw, dict):
+        notes.append(f"{MANIFEST_NAME} ignored: expected an object of variant -> file name")
+        return {}
+    manifest: dict[VariantKey, str] = {}
+    for key, name in raw.items():
+        try:
+            variant = VariantKey.from_string(str(key))
+        except ValueError as exc:
+            notes.append(f"{MANIFEST_NAME}: {exc}")
+            continue
+        if not isinstance(name, str) or not name or name != os.path.basename(name) or name in (".", ".."):
+            notes.append(f"{MANIFEST_NAME}: {variant} must name a file in this folder")
+            continue
+        manifest[variant] = name
+    return manifest
+
+
+def _scan(folder: Path) -> dict[str, os.stat_result]:
+    """Stats of the model-ish files directly in ``folder`` (one scandir, no opens)."""
+    found: dict[str, os.stat_result] = {}
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name == MANIFEST_NAME or entry.name.endswith(MODEL_SUFFIXES):
+                    try:
+                        found[entry.name] = entry.stat()
+                    except OSError:
+                        continue
+    except FileNotFoundError:
+        raise ModelNotFoundError("folder does not exist") from None
+    except NotADirectoryError:
+        raise ModelNotFoundError("not a folder") from None
+    except OSError as exc:
+        raise ModelNotFoundError(f"folder cannot be read: {exc.strerror}") from None
+    return found
+
+
+def discover_variant_files(
+    folder: Path, names: set[str] | None = None
+) -> tuple[str | None, dict[VariantKey, str], list[str]]:
+    """The stem, ``{variant: file name}`` and notes for a folder.
+
+    ``names`` (the folder's model-ish file names) may be passed to save a scan.
+    """
+    names = set(_scan(folder)) if names is None else names
+    notes: list[str] = []
+    by_stem: dict[str, dict[VariantKey, str]] = {}
+    for name in sorted(names):
+        parsed = _parse_name(name)
+        if parsed is not None:
+            stem, key = parsed
+            by_stem.setdefault(stem, {}).setdefault(key, name)
+    stem = None
+    files: dict[VariantKey, str] = {}
+    if by_stem:
+        # The folder's own name wins; otherwise the most complete stem.
+        stem = folder.name if folder.name in by_stem else max(sorted(by_stem), key=lambda s: len(by_stem[s]))
+        files = dict(by_stem[stem])
+        if len(by_stem) > 1:
+            others = ", ".join(s for s in sorted(by_stem) if s != stem)
+            notes.append(f"several model stems here; showing '{stem}' (also: {others})")
+    if MANIFEST_NAME in names:
+        files.update(_read_manifest(folder, notes))
+    return stem, files, notes
+
+
+# --------------------------------------------------------------------- loading
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_variant(folder: Path, key: VariantKey, name: str, *, trusted: bool, confine_to: Path) -> VariantRecord:
+    path = folder / name
+    try:
+        if not path.exists():
+            return VariantRecord(key, Status.MISSING, file=name, error="listed in the manifest but not found")
+        if not Path(os.path.realpath(path)).is_relative_to(confine_to):
+            raise PathNotAllowedError(f"{name}: is a link to a file outside this folder")
+        model, storage = LOADERS[key.format](path, trusted, confine_to)
+        details = describe_onnx(model) if key.format is ModelFormat.ONNX else describe_torch(model)
+        return VariantRecord(
+            key, Status.LOADED, file=name, model=model, bytes=path.stat().st_size,
+            sha256=_sha256(path), storage=storage, details=details,
+        )  # fmt: skip
+    except (UnsafeModelError, PathNotAllowedError) as exc:
+        return VariantRecord(key, Status.REFUSED, file=name, error=str(exc))
+    except QuantcoreError as exc:
+        return VariantRecord(key, Status.ERROR, file=name, error=str(exc))
+    except OSError as exc:
+        return VariantRecord(key, Status.ERROR, file=name, error=f"{name}: {exc.strerror or 'cannot be read'}")
+    except Exception as exc:  # a loader bug must not take the other variants down
+        logger.exception("unexpected failure loading %s", path)
+        return VariantRecord(key, Status.ERROR, file=name, error=f"{name}: unexpected {type(exc).__name__}")
+
+
+def _load_folder(folder: Path, names: set[str], *, trusted: bool, confine_to: Path) -> LoadedFolder:
+    started = time.perf_counter()
+    stem, files, notes = discover_variant_files(folder, names)
+    records = {
+        key: _load_variant(folder, key, files[key], trusted=trusted, confine_to=confine_to)
+        if key in files
+        else VariantRecord(key, Status.MISSING)
+        for key in VariantKey
+    }
+    seconds = time.perf_counter() - started
+    logger.info("loaded %s in %.2fs: %s", folder, seconds, {str(k): str(r.status) for k, r in records.items()})
+    return LoadedFolder(folder, stem, trusted, records, seconds, tuple(notes))
+
+
+_CACHE: SingleFlightLRU[LoadedFolder] = SingleFlightLRU(settings.current().cache_size)
+
+
+def load_model_variants(
+    folder: str | os.PathLike[str], *, trusted: bool | None = None, confine_to: Path | None = None
+) -> ModelVariants:
+    """Load every variant in ``folder`` once; later calls return the cached models.
+
+    Args:
+        folder: the folder holding the variant files.
+        trusted: whether TorchScript and whole pickles may load. Default: yes for
+            folders under the local models root (or with remote trust switched on).
+        confine_to: folder that variant files (after symlinks) must lie in.
+            Default: ``folder`` itself.
+
+    Returns:
+        A ``ModelVariants`` mapping each variant key to its model or ``None``.
+
+    Raises:
+        ModelNotFoundError: the folder does not exist or cannot be read.
+    """
+    current = settings.current()
+    resolved = Path(os.path.realpath(folder))
+    if trusted is None:
+        trusted = current.trust_remote_models or resolved.is_relative_to(current.models_root)
+    confine = Path(os.path.realpath(confine_to)) if confine_to is not None else resolved
+    stats = _scan(resolved)
+    fingerprint = tuple(sorted((n, s.st_size, s.st_mtime_ns, s.st_ino) for n, s in stats.items()))
+    if _CACHE.info().capacity != current.cache_size:
+        _CACHE.resize(current.cache_size)
+    loaded, hit = _CACHE.get(
+        (str(resolved), trusted, str(confine)),
+        fingerprint,
+        lambda: _load_folder(resolved, set(stats), trusted=trusted, confine_to=confine),
+    )
+    return ModelVariants(loaded, cache_hit=hit)
+
+
+def cache_info() -> CacheInfo:
+    """Hits, misses, loads, evictions, entries and capacity of the folder cache."""
+    return _CACHE.info()
+
+
+def cache_clear() -> None:
+    """Forget every loaded folder (the next request loads from disk)."""
+    _CACHE.clear()
