@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import onnx
     from torch import nn
 
+INT32 = 6  # onnx.TensorProto.INT32, without importing onnx at module import
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 QOPERATOR_OPS = {
     "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearAveragePool",
@@ -56,7 +57,8 @@ def onnx_quantization(model: onnx.ModelProto) -> dict[str, Any]:
             scale = initializers.get(node.input[1])
             dtype = _dtype_name(zero_point.data_type) if zero_point is not None else "uint8"
             is_weight = node.op_type == "DequantizeLinear" and node.input[0] in initializers
-            if is_weight:
+            # int32 initializers are quantized biases, not weights.
+            if is_weight and initializers[node.input[0]].data_type != INT32:
                 weight_types[_dtype_name(initializers[node.input[0]].data_type)] += 1
                 per_channel |= scale is not None and len(scale.dims) > 0 and scale.dims[0] > 1
             elif node.op_type == "QuantizeLinear":

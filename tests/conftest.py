@@ -1,0 +1,96 @@
+"""Shared fixtures: tiny but real model variants built in temp dirs, isolated settings and caches."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import quantcore
+from quantcore import settings
+
+VARIANT_FILES = {
+    "onnx_float": "tiny.onnx",
+    "onnx_int8": "tiny_int8.onnx",
+    "onnx_uint8": "tiny_uint8.onnx",
+    "pytorch_float": "tiny.pt",
+    "pytorch_int8": "tiny_int8.pt",
+}
+
+
+def _build_variants(folder: Path) -> None:
+    """All five variants of a randomly initialised ResNet8, made the way real ones are."""
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    from quantcore.architectures import ResNet8
+
+    torch.manual_seed(0)
+    model = ResNet8().eval()
+    example = torch.rand(8, 3, 32, 32)
+    torch.save({"arch": "resnet8", "state_dict": model.state_dict()}, folder / "tiny.pt")
+    torch.onnx.export(
+        model, (example[:1],), str(folder / "tiny.onnx"), dynamo=False, opset_version=17,
+        input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+    )  # fmt: skip
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"input": example[i : i + 1].numpy()} for i in range(len(example))])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    for name, activation in (("tiny_int8.onnx", QuantType.QInt8), ("tiny_uint8.onnx", QuantType.QUInt8)):
+        quantize_static(
+            str(folder / "tiny.onnx"), str(folder / name), Reader(), quant_format=QuantFormat.QDQ,
+            activation_type=activation, weight_type=QuantType.QInt8,
+        )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.backends.quantized.engine = "x86"
+        prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), (example,))
+        prepared(example)
+        quantized = convert_fx(prepared)
+        torch.jit.save(torch.jit.trace(quantized, example), str(folder / "tiny_int8.pt"))
+
+
+@pytest.fixture(scope="session")
+def built_variants(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A read-only source folder of the five tiny variants (copy it before changing anything)."""
+    folder = tmp_path_factory.mktemp("built") / "tiny"
+    folder.mkdir()
+    _build_variants(folder)
+    return folder
+
+
+@pytest.fixture
+def models_root(tmp_path: Path) -> Iterator[Path]:
+    """A fresh local models root for this test, with settings pointed at it."""
+    root = tmp_path / "models"
+    root.mkdir()
+    before = settings.current()
+    settings.configure(models_root=root)
+    yield root
+    settings.configure(**before.__dict__)
+
+
+@pytest.fixture
+def variant_folder(built_variants: Path, models_root: Path) -> Path:
+    """A private copy of the five tiny variants inside the models root."""
+    return Path(shutil.copytree(built_variants, models_root / "tiny"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts with an empty folder cache and its own Hugging Face home."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    quantcore.cache_clear()
+    yield
+    quantcore.cache_clear()
