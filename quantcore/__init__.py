@@ -5,6 +5,7 @@ Importing it is cheap: torch and onnxruntime load on first use.
 """
 
 from quantcore.errors import QuantcoreError
+from quantcore.hub import PulledVariants, pull_model_variants
 from quantcore.loaders import load_onnx_model, load_pytorch_model
 from quantcore.summary import get_model_summary
 from quantcore.variants import (
@@ -18,6 +19,7 @@ from quantcore.variants import (
 
 __all__ = [
     "ModelVariants",
+    "PulledVariants",
     "QuantcoreError",
     "Status",
     "VariantKey",
@@ -27,4 +29,5 @@ __all__ = [
     "load_model_variants",
     "load_onnx_model",
     "load_pytorch_model",
+    "pull_model_variants",
 ]

@@ -57,3 +57,19 @@ class HubUnreachableError(HubError):
 
 class DatasetError(QuantcoreError, ValueError):
     """A data set folder or file is missing or not in the expected format."""
+
+
+class RevisionNotFoundError(RepoNotFoundError):
+    """The repo exists but has no such branch, tag or commit."""
+
+
+class HubFileNotFoundError(RepoNotFoundError):
+    """The repo lists a file that the endpoint then cannot serve."""
+
+
+class NoVariantFilesError(HubError, FileNotFoundError):
+    """The repo (or its subfolder) holds no model variant files at that revision."""
+
+
+class HubOfflineError(HubUnreachableError):
+    """Offline mode is on (HF_HUB_OFFLINE) and the snapshot asked for is not fully cached."""
