@@ -61,30 +61,64 @@ class ResNet8(nn.Module):
         return self.fc(self.flatten(self.pool(x)))
 
 
+def _classes(state_dict: Mapping[str, object]) -> int:
+    weight = state_dict.get("fc.weight")
+    if weight is None:  # a quantized Linear keeps (weight, bias) packed
+        weight = state_dict["fc._packed_params._packed_params"][0]  # type: ignore[index]
+    return int(weight.shape[0])  # type: ignore[union-attr]
+
+
 def build_resnet8(state_dict: Mapping[str, torch.Tensor] | None = None) -> ResNet8:
-    """A ResNet8 sized to fit ``state_dict`` (input channels and classes read from it)."""
+    """A float ResNet8 sized to fit ``state_dict`` (input channels and classes read from it)."""
     if state_dict is None:
         return ResNet8()
-    config = ResNet8Config(
-        in_channels=int(state_dict["conv1.weight"].shape[1]),
-        num_classes=int(state_dict["fc.weight"].shape[0]),
-    )
-    return ResNet8(config)
+    channels = int(state_dict["conv1.weight"].shape[1])
+    return ResNet8(ResNet8Config(in_channels=channels, num_classes=_classes(state_dict)))
 
 
-# name -> builder taking the state_dict it must fit.
+def is_quantized_state_dict(state_dict: Mapping[str, object]) -> bool:
+    return any(isinstance(v, torch.Tensor) and v.is_quantized for v in state_dict.values())
+
+
+def quantize_fx(model: nn.Module, calibration: torch.Tensor, backend: str = "x86") -> nn.Module:
+    """Post-training static int8 quantization (torch.ao FX) calibrated on ``calibration``."""
+    import warnings
+
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.backends.quantized.engine = backend
+    with warnings.catch_warnings():  # torch.ao warns it is deprecated; it is what torch 2.13 ships
+        warnings.simplefilter("ignore")
+        prepared = prepare_fx(model.eval(), get_default_qconfig_mapping(backend), (calibration[:1],))
+        with torch.no_grad():
+            prepared(calibration)
+        return convert_fx(prepared)
+
+
+# name -> builder of the float module sized to fit a state_dict.
 ARCHITECTURES: dict[str, Callable[[Mapping[str, torch.Tensor] | None], nn.Module]] = {
     "resnet8": build_resnet8,
 }
 
 
-def architecture_for(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """The registered architecture whose parameter names match ``state_dict`` exactly."""
-    keys = set(state_dict)
-    for name, build in ARCHITECTURES.items():
+def rebuild(state_dict: Mapping[str, torch.Tensor], arch: str | None = None) -> tuple[str, nn.Module]:
+    """The first registered architecture (or ``arch``) that takes ``state_dict`` exactly, loaded.
+
+    An int8 state_dict gets an int8 skeleton (FX, x86) of the architecture to load into.
+
+    Raises:
+        LookupError: no registered architecture fits.
+    """
+    candidates = [arch] if arch in ARCHITECTURES else list(ARCHITECTURES)
+    for name in candidates:
         try:
-            if set(build(state_dict).state_dict()) == keys:
-                return name
-        except (KeyError, IndexError, AttributeError):
+            model = ARCHITECTURES[name](state_dict)
+            if is_quantized_state_dict(state_dict):
+                channels = int(state_dict["conv1.weight"].shape[1])
+                model = quantize_fx(model, torch.zeros(2, channels, 32, 32))
+            model.load_state_dict(state_dict)
+        except (KeyError, IndexError, AttributeError, TypeError, RuntimeError):
             continue
-    return None
+        return name, model
+    raise LookupError(f"fits none of: {', '.join(candidates)}")

@@ -122,10 +122,11 @@ def _packed_weights(module: nn.Module) -> dict[int, int]:
     """Element counts of packed (quantized) weights and biases, keyed by storage address."""
     import torch
 
-    packed: dict[int, int] = {}
+    packed: dict[int, int] = {}  # keyed by address: a tensor shared by two modules counts once
     for m in module.modules():
         weight_bias = getattr(m, "_weight_bias", None)
-        if not callable(weight_bias):
+        # An eager quantized Linear and its packed-params child report the same weights.
+        if not callable(weight_bias) or any(_is_packed_params(c) for c in m.children()):
             continue
         try:
             tensors = weight_bias()
@@ -140,8 +141,7 @@ def _packed_weights(module: nn.Module) -> dict[int, int]:
 def describe_torch(module: nn.Module) -> dict[str, Any]:
     """Parameter count, quantized-module count and precision of a PyTorch module."""
     quantized = [m for m in module.modules() if _is_quantized(m)]
-    # Quantized modules keep weights packed, outside parameters(); the eager Linear
-    # and its packed-params child report the same tensors, hence the dedupe.
+    # Quantized modules keep weights packed, outside parameters().
     parameters = sum(p.numel() for p in module.parameters()) + sum(_packed_weights(module).values())
     return {
         "module_class": getattr(module, "original_name", None) or type(module).__name__,

@@ -176,24 +176,18 @@ def _find_state_dict(obj: Any) -> Mapping[str, Any] | None:
 
 
 def _module_from_checkpoint(path: Path, checkpoint: Any) -> nn.Module:
-    from quantcore.architectures import ARCHITECTURES, architecture_for
+    from quantcore.architectures import ARCHITECTURES, rebuild
 
     state_dict = _find_state_dict(checkpoint)
     if state_dict is None:
         raise InvalidModelError(f"{path.name}: holds no state_dict or model")
     arch = checkpoint.get("arch") if isinstance(checkpoint, Mapping) else None
-    if not isinstance(arch, str) or arch not in ARCHITECTURES:
-        arch = architecture_for(state_dict)
-    if arch is None:
-        raise InvalidModelError(
-            f"{path.name}: its state_dict matches no known architecture (known: {', '.join(ARCHITECTURES)})"
-        )
     try:
-        module = ARCHITECTURES[arch](state_dict)
-        module.load_state_dict(state_dict)
-    except (RuntimeError, KeyError, IndexError, ValueError) as exc:
-        raise InvalidModelError(f"{path.name}: does not fit {arch}: {str(exc).splitlines()[0][:300]}") from None
-    return module
+        return rebuild(state_dict, arch if isinstance(arch, str) else None)[1]
+    except LookupError:
+        raise InvalidModelError(
+            f"{path.name}: its state_dict fits no known architecture (known: {', '.join(ARCHITECTURES)})"
+        ) from None
 
 
 def _unpickle_trusted(path: Path) -> nn.Module:

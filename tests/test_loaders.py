@@ -149,3 +149,15 @@ def test_damaged_torch_files_raise_quantcore_errors(tmp_path: Path, content: byt
     (tmp_path / "bad.pt").write_bytes(content)
     with pytest.raises(QuantcoreError):
         load_pytorch_model(tmp_path / "bad.pt", trusted=True)
+
+
+def test_int8_state_dict_loads_untrusted_and_matches_the_original(tmp_path: Path):
+    from quantcore.architectures import quantize_fx
+
+    torch.manual_seed(1)
+    images = torch.rand(16, 3, 32, 32)
+    original = quantize_fx(ResNet8().eval(), images)
+    torch.save(original.state_dict(), tmp_path / "q.pt")
+    loaded = load_torch_file(tmp_path / "q.pt", trusted=False)
+    assert loaded.storage is Storage.STATE_DICT
+    assert torch.equal(loaded.module(images), original(images))
