@@ -1,0 +1,160 @@
+"""The page: layout and event wiring only (handlers live in ``handlers.py``).
+
+One function per section, so a new section (e.g. inspect-and-compare tabs
+beneath the summary) is one more function call in ``build_demo``.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from gradio_app import handlers, render
+from quantcore import settings
+
+TITLE = "Quantization Playground"
+INSTRUCTIONS = "Select a model folder to begin."
+HEADER_CSS = """
+.qp-header { margin-bottom: 0.5rem; }
+.qp-header p { color: var(--body-text-color-subdued); }
+"""
+CSS = render.STATUS_CSS + HEADER_CSS
+# How many events of one kind run at once: loads of different folders can
+# overlap, while repeated requests for one folder share a single load.
+CONCURRENCY = 4
+MAX_QUEUED = 64
+
+
+@dataclass(frozen=True)
+class Results:
+    status: gr.Markdown
+    summary: gr.JSON
+
+    @property
+    def outputs(self) -> list[Any]:
+        return [self.summary, self.status]
+
+
+@dataclass(frozen=True)
+class HubPanel:
+    repo_id: gr.Textbox
+    revision: gr.Textbox
+    subfolder: gr.Textbox
+    pull: gr.Button
+
+    @property
+    def inputs(self) -> list[gr.Textbox]:
+        return [self.repo_id, self.revision, self.subfolder]
+
+
+def _for_page(handler: Callable[..., handlers.Result]) -> Callable[..., tuple[handlers.Summary, gr.Markdown]]:
+    """The status as a Markdown update carrying its kind's CSS classes."""
+
+    @functools.wraps(handler)  # keeps the signature: Gradio injects Progress/SelectData by it
+    def run(*args: Any, **kwargs: Any) -> tuple[handlers.Summary, gr.Markdown]:
+        summary, status = handler(*args, **kwargs)
+        return summary, gr.Markdown(value=status.markdown, elem_classes=status.css_classes)
+
+    return run
+
+
+def _for_api(handler: Callable[..., handlers.Result]) -> Callable[..., tuple[handlers.Summary, str]]:
+    """The status as plain Markdown text: what a script wants back."""
+
+    @functools.wraps(handler)
+    def run(*args: Any, **kwargs: Any) -> tuple[handlers.Summary, str]:
+        summary, status = handler(*args, **kwargs)
+        return summary, status.markdown
+
+    return run
+
+
+def launch_options() -> dict[str, Any]:
+    """Arguments every launch of the demo needs (Gradio 6 takes css at launch)."""
+    return {"css": CSS}
+
+
+def _header() -> None:
+    gr.Markdown(f"# {TITLE}\n\n{INSTRUCTIONS}", elem_classes=["qp-header"])
+
+
+def _folder_section(root: Path) -> gr.FileExplorer:
+    # fnmatch on absolute paths, anchored at the root: hide dotfiles and dot-folders.
+    hidden = glob.escape(str(root)) + "*" + os.sep + ".*"
+    return gr.FileExplorer(
+        root_dir=root,
+        glob="**/*",
+        ignore_glob=hidden,
+        file_count="single",  # "multiple" keeps no value in the browser in Gradio 6.31
+        label="Model folders",
+        max_height=420,
+        elem_id="qp-explorer",
+    )
+
+
+def _hub_section() -> HubPanel:
+    with gr.Group(elem_id="qp-hub"):
+        repo_id = gr.Textbox(label="Hugging Face Hub repo", placeholder="org/name")
+        revision = gr.Textbox(label="Revision", placeholder="main (or a tag or commit)")
+        subfolder = gr.Textbox(label="Subfolder", placeholder="optional")
+        pull = gr.Button("Pull", variant="secondary")
+    return HubPanel(repo_id, revision, subfolder, pull)
+
+
+def _results_section() -> Results:
+    status = gr.Markdown(
+        render.info().markdown,
+        elem_classes=render.info().css_classes,
+        elem_id="qp-status",
+        latex_delimiters=[],  # a "$" in a folder name is text, not maths
+    )
+    summary = gr.JSON(label="Summary", elem_id="qp-summary")
+    return Results(status, summary)
+
+
+# The page's own events are private: scripts use the named endpoints in _wire_api.
+def _wire_folder(explorer: gr.FileExplorer, results: Results) -> None:
+    explorer.change(_for_page(handlers.select_in_explorer), explorer, results.outputs, api_visibility="private")
+    explorer.select(_for_page(handlers.click_in_explorer), None, results.outputs, api_visibility="private")
+
+
+def _wire_hub(panel: HubPanel, results: Results) -> None:
+    for trigger in (panel.pull.click, panel.repo_id.submit):
+        trigger(_for_page(handlers.pull_hub), panel.inputs, results.outputs, api_visibility="private")
+
+
+def _wire_api(hub: HubPanel, results: Results) -> None:
+    """Named endpoints for scripts, on hidden buttons: the page's handlers and outputs, plain-text status."""
+    folder = gr.Textbox(visible=False)
+    gr.Button(visible=False).click(_for_api(handlers.load_folder), folder, results.outputs, api_name="load_folder")
+    gr.Button(visible=False).click(_for_api(handlers.pull_hub), hub.inputs, results.outputs, api_name="pull_hub")
+    # Baseline for benchmarks/bench_reselect.py: the same queue and transport, no work.
+    echo = gr.Textbox(visible=False)
+    gr.Button(visible=False).click(handlers.ping, echo, echo, api_name="ping", api_visibility="undocumented")
+
+
+def build_demo() -> gr.Blocks:
+    """The whole app, rooted at the configured models folder."""
+    root = Path(os.path.realpath(settings.current().models_root))
+    if not root.is_dir():
+        raise FileNotFoundError(f"models folder not found: {root} (set --models-dir or QP_MODELS_DIR)")
+    with gr.Blocks(title=TITLE) as demo:
+        _header()
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                explorer = _folder_section(root)
+            with gr.Column(scale=2):
+                hub = _hub_section()
+        results = _results_section()
+        _wire_folder(explorer, results)
+        _wire_hub(hub, results)
+        _wire_api(hub, results)
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUED)
+    return demo

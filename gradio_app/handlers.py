@@ -1,0 +1,152 @@
+"""Event handlers: validate what a client sent, call quantcore, hand the result to ``render``.
+
+Each handler returns ``(summary or None, render.Status)``; ``blocks`` turns the
+status into a styled Markdown update for the page, or plain Markdown text for
+API clients. None of them raises: every failure becomes an error status, and
+anything unexpected is logged with its traceback on the server only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from gradio_app import render
+from quantcore import QuantcoreError, get_model_summary, load_model_variants, paths, settings
+from quantcore.errors import PathNotAllowedError
+
+logger = logging.getLogger(__name__)
+
+Summary = dict[str, Any] | None
+Result = tuple[Summary, render.Status]
+ProgressFn = Callable[..., Any]
+
+
+def _models_root() -> Path:
+    return Path(os.path.realpath(settings.current().models_root))
+
+
+def _describe(relative: str | Sequence[str]) -> str:
+    """How to name a requested folder in messages."""
+    text = relative if isinstance(relative, str) else "/".join(relative)
+    text = text.strip()
+    return "the models folder" if text in ("", ".", "./") else text
+
+
+def _load(relative: str | Sequence[str], progress: ProgressFn) -> Result:
+    """Load the folder ``relative`` names under the models root; never raises."""
+    label = _describe(relative)
+    try:
+        progress(0.1, desc="Checking the folder")
+        folder = paths.resolve_folder(relative)
+        progress(0.3, desc="Loading model variants")
+        summary = get_model_summary(load_model_variants(folder))
+    except QuantcoreError as exc:
+        logger.info("refused folder %r: %s", label, exc)
+        return None, render.error_status(exc, what=label)
+    except Exception as exc:
+        logger.exception("unexpected failure loading folder %r", label)
+        return None, render.error_status(exc, what=label)
+    return render.display_summary(summary, root=_models_root()), render.loaded_status(summary, source=label)
+
+
+def explorer_folder(selected: str, *, root: Path | None = None) -> list[str]:
+    """The folder (as segments under ``root``) that an explorer selection stands for.
+
+    The explorer hands over an absolute path: a folder (its "." entry) or a
+    file in one (-> that folder). It is re-checked here rather than trusted:
+    it must lie inside the models root both as written and once symlinks are
+    resolved; ``resolve_folder`` then checks the folder itself again.
+
+    Raises:
+        PathNotAllowedError: the path is outside the models root.
+    """
+    root = Path(os.path.realpath(root or settings.current().models_root))
+    if "\x00" in selected or len(selected) > paths.MAX_PATH_CHARS:
+        raise PathNotAllowedError("path is not acceptable")
+    written = Path(os.path.abspath(os.path.join(root, selected)))
+    if not written.is_relative_to(root):
+        raise PathNotAllowedError("folder is outside the allowed folders")
+    paths.require_within(written, [root], what="folder")
+    folder = written if written.is_dir() else written.parent
+    return list(folder.relative_to(root).parts)
+
+
+def load_folder(folder: str | None, progress: gr.Progress = gr.Progress()) -> Result:  # noqa: B008
+    """Load every model variant in a folder given relative to the models root (API: /load_folder)."""
+    if folder is None or not str(folder).strip():
+        return None, render.info()
+    return _load(str(folder), progress)
+
+
+def select_in_explorer(selected: str | list[str] | None, progress: gr.Progress = gr.Progress()) -> Result:  # noqa: B008
+    """A tick in the file explorer: a folder's "." entry or a model file; ``None`` when nothing is ticked.
+
+    The explorer also fires ``None`` once on every page load: that is the
+    "nothing selected" info, not an error.
+    """
+    if isinstance(selected, list):  # only if the explorer were in multiple mode
+        selected = selected[0] if len(selected) == 1 else None
+    if not selected:
+        return None, render.info()
+    try:
+        segments = explorer_folder(selected)
+    except QuantcoreError as exc:
+        logger.warning("explorer selection outside the models root refused")
+        return None, render.error_status(exc, what="that selection")
+    return _load(segments, progress)
+
+
+def click_in_explorer(evt: gr.SelectData, progress: gr.Progress = gr.Progress()) -> Result:  # noqa: B008
+    """A click on a name in the explorer: load that folder (or the folder of that file)."""
+    value = evt.value
+    relative = "/".join(value) if isinstance(value, list) else str(value or "")
+    if not relative:
+        return None, render.info()
+    try:
+        segments = explorer_folder(relative)
+    except QuantcoreError as exc:
+        return None, render.error_status(exc, what="that selection")
+    return _load(segments, progress)
+
+
+def pull_hub(
+    repo_id: str | None,
+    revision: str | None,
+    subfolder: str | None,
+    progress: gr.Progress = gr.Progress(),  # noqa: B008
+) -> Result:
+    """Download a Hugging Face Hub repo's variants and load them (API: /pull_hub)."""
+    repo_id = (repo_id or "").strip()
+    if not repo_id:
+        return None, render.info("Enter a Hub repo id, such as org/name, then press Pull.")
+    revision = (revision or "").strip() or None
+    subfolder = (subfolder or "").strip() or None
+    label = repo_id + (f"@{revision}" if revision else "") + (f"/{subfolder}" if subfolder else "")
+    try:
+        from quantcore import hub  # imported on use: it brings in huggingface_hub
+    except ModuleNotFoundError as exc:
+        if exc.name == "quantcore.hub":
+            return None, render.input_error("Pulling from the Hub is not available in this installation.")
+        logger.exception("cannot import quantcore.hub")
+        return None, render.error_status(exc, what=label)
+    try:
+        progress(0.1, desc="Pulling from the Hub")
+        summary = hub.pull_and_summarize(repo_id, revision=revision, subfolder=subfolder)
+    except QuantcoreError as exc:
+        logger.info("hub pull %r failed: %s", label, exc)
+        return None, render.error_status(exc, what=label)
+    except Exception as exc:
+        logger.exception("unexpected failure pulling %r", label)
+        return None, render.error_status(exc, what=label)
+    return render.display_summary(summary, root=_models_root()), render.loaded_status(summary, source=label)
+
+
+def ping(text: str | None) -> str | None:
+    """A no-op endpoint: the baseline the re-selection benchmark is measured against."""
+    return text

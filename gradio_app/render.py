@@ -1,0 +1,156 @@
+"""Turn results and errors into what the page shows: a status Markdown and the summary JSON.
+
+This is the one place a ``QuantcoreError`` becomes user text. Everything that
+came from a client, a folder listing or an exception is escaped before it goes
+into Markdown, so a crafted folder or file name cannot inject markup or links.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from quantcore.errors import (
+    HubError,
+    ModelNotFoundError,
+    PathNotAllowedError,
+    QuantcoreError,
+)
+
+MAX_SHOWN_CHARS = 300
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$:])")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+class Kind(StrEnum):
+    """How a status box is styled (CSS class ``qp-status-<kind>``)."""
+
+    INFO = "info"
+    SUCCESS = "success"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+# The status text starts with one of these, so API scripts can tell kinds apart too.
+ICONS = {Kind.INFO: "ℹ️", Kind.SUCCESS: "✅", Kind.WARNING: "⚠️", Kind.ERROR: "⛔"}
+
+STATUS_CSS = """
+.qp-status { border-radius: 8px; padding: 0.6rem 0.9rem; border-left: 4px solid; }
+.qp-status p, .qp-status li { margin: 0.15rem 0; }
+.qp-status-info { background: #eef4fb; border-color: #5b8def; }
+.qp-status-success { background: #edf8f0; border-color: #2f9e55; }
+.qp-status-warning { background: #fdf6e7; border-color: #d99a1e; }
+.qp-status-error { background: #fcedee; border-color: #d03b47; }
+.dark .qp-status-info { background: #1d2733; }
+.dark .qp-status-success { background: #1b2b21; }
+.dark .qp-status-warning { background: #33291a; }
+.dark .qp-status-error { background: #351d20; }
+"""
+
+NOTHING_SELECTED = "Nothing selected yet. Expand a folder and tick its “.” entry, or tick a model file in it."
+
+
+@dataclass(frozen=True)
+class Status:
+    """A status box: its kind and its Markdown text (already escaped)."""
+
+    kind: Kind
+    markdown: str
+
+    @property
+    def css_classes(self) -> list[str]:
+        return ["qp-status", f"qp-status-{self.kind}"]
+
+
+def escape(text: object) -> str:
+    """``text`` as inert Markdown: one line, shortened, HTML and Markdown syntax escaped."""
+    flat = _CONTROL_CHARS.sub(" ", str(text)).strip()
+    if len(flat) > MAX_SHOWN_CHARS:
+        flat = flat[: MAX_SHOWN_CHARS - 1] + "…"
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", html.escape(flat, quote=False))
+
+
+def _status(kind: Kind, title: str, lines: list[str] | None = None) -> Status:
+    """``title`` and ``lines`` must already be escaped (or be our own fixed text)."""
+    text = f"{ICONS[kind]} **{title}**"
+    if lines:
+        text += "\n\n" + "\n".join(f"- {line}" for line in lines)
+    return Status(kind, text)
+
+
+def info(message: str = NOTHING_SELECTED) -> Status:
+    return _status(Kind.INFO, escape(message))
+
+
+# ------------------------------------------------------------------ errors
+
+
+def error_status(exc: BaseException, *, what: str) -> Status:
+    """A user-ready error for a failed request about ``what`` (a folder, a repo id...).
+
+    Only quantcore's own messages are shown; anything else is an internal fault
+    whose details belong in the server log, not on the page.
+    """
+    subject = escape(what) if what else "that request"
+    if isinstance(exc, PathNotAllowedError):
+        title = f"Not allowed: {subject}"
+    elif isinstance(exc, ModelNotFoundError):
+        title = f"Cannot open {subject}"
+    elif isinstance(exc, HubError):
+        title = f"Cannot pull {subject}"
+    elif isinstance(exc, QuantcoreError):
+        title = f"Cannot load {subject}"
+    else:
+        return _status(Kind.ERROR, "Something went wrong on the server", ["The server log has the details."])
+    return _status(Kind.ERROR, title, [escape(exc) or type(exc).__name__])
+
+
+def input_error(message: str) -> Status:
+    return _status(Kind.ERROR, escape(message))
+
+
+# ----------------------------------------------------------------- results
+
+
+def _variant_problems(summary: dict[str, Any]) -> list[str]:
+    lines = []
+    for key, variant in summary.get("variants", {}).items():
+        if variant.get("status") in ("error", "refused"):
+            reason = variant.get("error") or "no reason given"
+            lines.append(f"{escape(key)} ({escape(variant['status'])}): {escape(reason)}")
+    return lines
+
+
+def loaded_status(summary: dict[str, Any], *, source: str) -> Status:
+    """Success when every variant found loaded; a warning if none were found or any failed."""
+    counts = summary.get("counts", {})
+    loaded = [key for key, v in summary.get("variants", {}).items() if v.get("status") == "loaded"]
+    found = len(loaded) + counts.get("error", 0) + counts.get("refused", 0)
+    where = escape(source)
+    notes = [escape(note) for note in summary.get("notes", [])]
+    if found == 0:
+        expected = "Expected files such as <stem>.onnx, <stem>_int8.onnx, <stem>_uint8.onnx, <stem>.pt, <stem>_int8.pt"
+        return _status(Kind.WARNING, f"No model variants found in {where}", [escape(expected), *notes])
+    when = "from cache" if summary.get("cache_hit") else f"in {summary.get('load_seconds', 0):.2f} s"
+    title = f"Loaded {len(loaded)} of {found} variants from {where} {when}"
+    which = "Loaded: " + (", ".join(escape(k) for k in loaded) if loaded else "none")
+    problems = _variant_problems(summary)
+    if problems:
+        return _status(Kind.WARNING, title, [which, *problems, *notes])
+    return _status(Kind.SUCCESS, title, [which, *notes])
+
+
+def display_summary(summary: dict[str, Any], *, root: Path) -> dict[str, Any]:
+    """The summary as shown: the folder relative to the models root, so server paths stay private."""
+    shown = dict(summary)
+    folder = summary.get("folder")
+    if isinstance(folder, str):
+        real_root = os.path.realpath(root)
+        if Path(folder).is_relative_to(real_root):
+            shown["folder"] = Path(folder).relative_to(real_root).as_posix()
+    return shown
