@@ -54,12 +54,17 @@ class HubPanel:
         return [self.repo_id, self.revision, self.subfolder]
 
 
-def _for_page(handler: Callable[..., handlers.Result]) -> Callable[..., tuple[handlers.Summary, gr.Markdown]]:
-    """The status as a Markdown update carrying its kind's CSS classes."""
+def _for_page(
+    handler: Callable[..., handlers.Result | None],
+) -> Callable[..., tuple[handlers.Summary, gr.Markdown] | tuple[Any, Any]]:
+    """The status as a Markdown update carrying its kind's CSS classes; ``None`` leaves the page as it is."""
 
     @functools.wraps(handler)  # keeps the signature: Gradio injects Progress/SelectData by it
-    def run(*args: Any, **kwargs: Any) -> tuple[handlers.Summary, gr.Markdown]:
-        summary, status = handler(*args, **kwargs)
+    def run(*args: Any, **kwargs: Any) -> tuple[handlers.Summary, gr.Markdown] | tuple[Any, Any]:
+        result = handler(*args, **kwargs)
+        if result is None:
+            return gr.skip(), gr.skip()
+        summary, status = result
         return summary, gr.Markdown(value=status.markdown, elem_classes=status.css_classes)
 
     return run

@@ -102,16 +102,24 @@ def select_in_explorer(selected: str | list[str] | None, progress: gr.Progress =
     return _load(segments, progress)
 
 
-def click_in_explorer(evt: gr.SelectData, progress: gr.Progress = gr.Progress()) -> Result:  # noqa: B008
-    """A click on a name in the explorer: load that folder (or the folder of that file)."""
+def click_in_explorer(evt: gr.SelectData, progress: gr.Progress = gr.Progress()) -> Result | None:  # noqa: B008
+    """A click on a folder's name in the explorer: load that folder.
+
+    Ticking a box fires this too (with the ticked file or "." entry), together
+    with ``.change``, which handles ticks; so only folder names count here and
+    anything else returns ``None`` (no update), rather than loading twice.
+    """
     value = evt.value
     relative = "/".join(value) if isinstance(value, list) else str(value or "")
-    if not relative:
-        return None, render.info()
+    if not relative or relative == "." or relative.endswith("/."):
+        return None
+    root = _models_root()
     try:
-        segments = explorer_folder(relative)
+        segments = explorer_folder(relative, root=root)
     except QuantcoreError as exc:
         return None, render.error_status(exc, what="that selection")
+    if not (root / relative).is_dir():  # a file's name: ticking its box is how to pick it
+        return None
     return _load(segments, progress)
 
 

@@ -37,19 +37,20 @@ class Kind(StrEnum):
 
 
 # The status text starts with one of these, so API scripts can tell kinds apart too.
-ICONS = {Kind.INFO: "ℹ️", Kind.SUCCESS: "✅", Kind.WARNING: "⚠️", Kind.ERROR: "⛔"}
+ICONS = {Kind.INFO: "ℹ", Kind.SUCCESS: "✔", Kind.WARNING: "⚠", Kind.ERROR: "✖"}
 
+# Gradio puts elem_classes on the block and again on the Markdown inside it: style the block only.
 STATUS_CSS = """
-.qp-status { border-radius: 8px; padding: 0.6rem 0.9rem; border-left: 4px solid; }
-.qp-status p, .qp-status li { margin: 0.15rem 0; }
-.qp-status-info { background: #eef4fb; border-color: #5b8def; }
-.qp-status-success { background: #edf8f0; border-color: #2f9e55; }
-.qp-status-warning { background: #fdf6e7; border-color: #d99a1e; }
-.qp-status-error { background: #fcedee; border-color: #d03b47; }
-.dark .qp-status-info { background: #1d2733; }
-.dark .qp-status-success { background: #1b2b21; }
-.dark .qp-status-warning { background: #33291a; }
-.dark .qp-status-error { background: #351d20; }
+.block.qp-status { border-radius: 8px; padding: 0.6rem 0.9rem; border-left: 5px solid; }
+.block.qp-status p, .block.qp-status li { margin: 0.15rem 0; }
+.block.qp-status-info { background: #eef4fb; border-color: #5b8def; }
+.block.qp-status-success { background: #edf8f0; border-color: #2f9e55; }
+.block.qp-status-warning { background: #fdf6e7; border-color: #d99a1e; }
+.block.qp-status-error { background: #fcedee; border-color: #d03b47; }
+.dark .block.qp-status-info { background: #1d2733; }
+.dark .block.qp-status-success { background: #1b2b21; }
+.dark .block.qp-status-warning { background: #33291a; }
+.dark .block.qp-status-error { background: #351d20; }
 """
 
 NOTHING_SELECTED = "Nothing selected yet. Expand a folder and tick its “.” entry, or tick a model file in it."
@@ -84,7 +85,7 @@ def _status(kind: Kind, title: str, lines: list[str] | None = None) -> Status:
 
 
 def info(message: str = NOTHING_SELECTED) -> Status:
-    return _status(Kind.INFO, escape(message))
+    return Status(Kind.INFO, f"{ICONS[Kind.INFO]} {escape(message)}")
 
 
 # ------------------------------------------------------------------ errors
