@@ -24,11 +24,11 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-import gradio as gr  # noqa: E402
-import pytest  # noqa: E402
+import gradio as gr
+import pytest
 
-from gradio_app import build_demo, launch_options  # noqa: E402
-from quantcore import settings  # noqa: E402
+from gradio_app import build_demo, launch_options
+from quantcore import settings
 
 HOST = "127.0.0.1"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -70,9 +70,7 @@ def served_app(models_root: Path) -> Iterator[Server]:
     settings.configure(models_root=models_root)
     demo = build_demo()
     try:
-        demo.launch(
-            server_name=HOST, server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_options()
-        )
+        demo.launch(server_name=HOST, server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch_options())
         yield Server(demo, demo.local_url, Path(os.path.realpath(models_root)))
     finally:
         demo.close()

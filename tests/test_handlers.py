@@ -148,7 +148,7 @@ def test_ticking_a_folders_dot_entry_loads_it(variant_folder: Path) -> None:
 
 
 def test_ticking_a_model_file_loads_its_folder(variant_folder: Path) -> None:
-    summary, status = handlers.select_in_explorer(str(variant_folder / "tiny_int8.pt"))
+    summary, _ = handlers.select_in_explorer(str(variant_folder / "tiny_int8.pt"))
     assert summary is not None and summary["folder"] == "tiny" and summary["total_loaded"] == 5
 
 
