@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_REVISION = "main"
 SIDECAR_NAMES = (MANIFEST_NAME, "model_card.json", "samples.npz")
-# How long the reachability probe may take before the endpoint counts as down.
-PROBE_TIMEOUT_SECONDS = 3.0
+# How long resolving the revision (the first request of a pull) may take before
+# the endpoint counts as unreachable; connecting gets at most 3 s of it.
+HUB_TIMEOUT_SECONDS = 5.0
 MAX_REVISION_CHARS = 200
 MAX_SUBFOLDER_CHARS = 300
 _REVISION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
@@ -203,25 +205,25 @@ def _offline_mode() -> bool:
     return flag or constants.is_offline_mode()
 
 
-def _reachable(endpoint: str) -> bool:
-    """Whether the endpoint answers HTTP at all within the probe timeout (any status counts).
+def _resolve_commit(repo_id: str, revision: str | None, *, endpoint: str, token: str | None) -> str:
+    """The commit ``revision`` points at now, asked of the endpoint with a short timeout.
 
-    huggingface_hub's own first request has no timeout, and a dead endpoint makes
-    its per-file downloads retry for about 20 s: this probe decides up front.
+    This is the first request of every online pull, so it doubles as the
+    reachability check: huggingface_hub sets no timeout on its own first request,
+    and a dead endpoint makes its per-file downloads retry for about 20 s.
+
+    Raises:
+        huggingface_hub's HTTP errors and httpx2 transport errors, as they come.
     """
     import httpx2
-    from huggingface_hub.utils import get_session
+    from huggingface_hub import HfApi
 
-    try:
-        get_session().head(
-            endpoint + "/",
-            timeout=httpx2.Timeout(PROBE_TIMEOUT_SECONDS, connect=min(2.0, PROBE_TIMEOUT_SECONDS)),
-            follow_redirects=False,
-        )
-    except (httpx2.TransportError, OSError) as exc:
-        logger.info("Hub endpoint %s is unreachable: %s", _shown(endpoint), type(exc).__name__)
-        return False
-    return True
+    timeout = httpx2.Timeout(HUB_TIMEOUT_SECONDS, connect=min(3.0, HUB_TIMEOUT_SECONDS))
+    api = HfApi(endpoint=endpoint, token=token or False)
+    sha = api.repo_info(repo_id, revision=revision or DEFAULT_REVISION, timeout=timeout).sha  # type: ignore[arg-type]
+    if not sha or not _COMMIT_RE.fullmatch(sha):
+        raise HubError(f"The Hub at {_shown(endpoint)} gave no commit for '{repo_id}'.")
+    return sha
 
 
 # --------------------------------------------------------------------- the pull
@@ -244,6 +246,41 @@ def _blob_names(repo_cache: Path) -> set[str]:
         return {entry.name for entry in os.scandir(repo_cache / "blobs") if not entry.name.endswith(".incomplete")}
     except OSError:
         return set()
+
+
+def _remember_ref(repo_cache: Path, revision: str, commit: str) -> None:
+    """Record ``revision -> commit`` in the cache's ``refs/`` (as huggingface_hub does), for offline use."""
+    if revision == commit:
+        return
+    ref = repo_cache / "refs" / revision
+    try:
+        if ref.is_file() and ref.read_text(encoding="utf-8") == commit:
+            return
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        partial = ref.with_name(f"{ref.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        partial.write_text(commit, encoding="utf-8")
+        os.replace(partial, ref)
+    except OSError as exc:  # a read-only cache still serves what it holds
+        logger.warning("could not record %s -> %s in the cache: %s", revision, commit[:10], exc.strerror)
+
+
+def _complete_snapshot(
+    repo_id: str, commit: str, *, cache_dir: Path, repo_cache: Path, allow: list[str], ignore: list[str]
+) -> Path | None:
+    """The cached snapshot of ``commit`` if it already holds every wanted file, by its cached tree listing."""
+    from huggingface_hub import get_cached_repo_tree
+    from huggingface_hub.errors import CachedRepoTreeNotFoundError
+    from huggingface_hub.utils import filter_repo_objects
+
+    try:
+        tree = get_cached_repo_tree(repo_id, revision=commit, cache_dir=cache_dir)
+    except CachedRepoTreeNotFoundError:
+        return None
+    snapshot = repo_cache / "snapshots" / commit
+    wanted = filter_repo_objects([entry.path for entry in tree], allow_patterns=allow, ignore_patterns=ignore)
+    if all(snapshot.joinpath(*name.split("/")).is_file() for name in wanted):
+        return snapshot
+    return None
 
 
 def _translate(
@@ -293,9 +330,10 @@ def _translate(
                 f"Offline mode is on (HF_HUB_OFFLINE=1) and {at} is not in the local cache. "
                 "Pull it once with network access (unset HF_HUB_OFFLINE); after that it loads offline."
             )
+        reason = offline_reason or f"the Hub at {where} cannot be reached"
         return HubUnreachableError(
-            f"Cannot reach the Hub at {where}, and {at} is not in the local cache. "
-            "Check the network connection or HF_ENDPOINT, then pull again."
+            f"Cannot pull {at}: {reason}, and it is not in the local cache. "
+            "Check the network connection and HF_ENDPOINT, then pull again."
         )
     if isinstance(exc, hf.OfflineModeIsEnabled):
         return HubOfflineError("Offline mode is on (HF_HUB_OFFLINE=1): nothing can be downloaded.")
@@ -349,7 +387,9 @@ def pull_model_variants(
             and the snapshot is not (fully) cached.
         HubError: any other failure of the endpoint.
     """
-    from huggingface_hub import snapshot_download
+    import httpx2
+    from huggingface_hub import ResolvedRevision, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.file_download import repo_folder_name
 
     repo_id = check_repo_id(repo_id)
@@ -359,38 +399,76 @@ def pull_model_variants(
     token = token or os.environ.get("HF_TOKEN") or None
     cache_dir = hub_cache_dir()
     repo_cache = cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model")
-
-    offline_reason: str | None = None
-    if _offline_mode():
-        offline_reason = "offline mode is on (HF_HUB_OFFLINE=1)"
-    elif not _reachable(endpoint):
-        offline_reason = f"the Hub at {_shown(endpoint)} is unreachable"
-
     allow, ignore = _patterns(subfolder)
-    blobs_before = _blob_names(repo_cache)
-    try:
-        snapshot = Path(
-            snapshot_download(
-                repo_id,
-                revision=revision,
-                cache_dir=cache_dir,
-                endpoint=endpoint,
-                token=token or False,
-                local_files_only=offline_reason is not None,
-                allow_patterns=allow,
-                ignore_patterns=ignore,
-            )
-        )
-    except Exception as exc:
+
+    def failure(exc: Exception, offline_reason: str | None = None) -> HubError:
         logger.info("pull of %s failed: %s", repo_id, type(exc).__name__)
-        raise _translate(
+        return _translate(
             exc,
             repo_id=repo_id,
             revision=revision,
             endpoint=endpoint,
             token_given=token is not None,
             offline_reason=offline_reason,
-        ) from None
+        )
+
+    # Online, the revision is resolved first (with a timeout); offline, or when
+    # the endpoint does not answer, huggingface_hub serves the cached snapshot.
+    commit: str | None = None
+    offline_reason: str | None = None
+    snapshot: Path | None = None
+    if _offline_mode():
+        offline_reason = "offline mode is on (HF_HUB_OFFLINE=1)"
+    elif revision and _COMMIT_RE.fullmatch(revision):
+        # A commit never changes: when it is fully cached there is nothing to ask.
+        snapshot = _complete_snapshot(
+            repo_id, revision, cache_dir=cache_dir, repo_cache=repo_cache, allow=allow, ignore=ignore
+        )
+    if offline_reason is None and snapshot is None:
+        try:
+            commit = _resolve_commit(repo_id, revision, endpoint=endpoint, token=token)
+        except httpx2.TransportError as exc:
+            logger.info("Hub endpoint %s is unreachable: %s", _shown(endpoint), type(exc).__name__)
+            offline_reason = f"the Hub at {_shown(endpoint)} is unreachable"
+        except HfHubHTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            if status < 500:
+                raise failure(exc) from None
+            offline_reason = f"the Hub at {_shown(endpoint)} answered {status}"
+        except Exception as exc:
+            raise failure(exc) from None
+
+    blobs_before = _blob_names(repo_cache)
+    try:
+        if offline_reason is not None:
+            snapshot = Path(
+                snapshot_download(
+                    repo_id,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    local_files_only=True,
+                    allow_patterns=allow,
+                    ignore_patterns=ignore,
+                )
+            )
+        elif commit is not None:
+            _remember_ref(repo_cache, revision or DEFAULT_REVISION, commit)
+            snapshot = _complete_snapshot(
+                repo_id, commit, cache_dir=cache_dir, repo_cache=repo_cache, allow=allow, ignore=ignore
+            ) or Path(
+                snapshot_download(
+                    repo_id,
+                    revision=ResolvedRevision(commit, initial=revision, repo_id=repo_id),
+                    cache_dir=cache_dir,
+                    endpoint=endpoint,
+                    token=token or False,
+                    allow_patterns=allow,
+                    ignore_patterns=ignore,
+                )
+            )
+    except Exception as exc:
+        raise failure(exc, offline_reason) from None
+    assert snapshot is not None
 
     commit = snapshot.name
     if not _COMMIT_RE.fullmatch(commit):

@@ -209,6 +209,7 @@ class HubContractServer:
         self._release = threading.Event()
         self._stall_names: set[str] = set()
         self._breaks: dict[str, int] = {}
+        self._outage: int | None = None
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer((LOOPBACK, 0), _make_handler(self))
         self._httpd.daemon_threads = True
@@ -266,6 +267,10 @@ class HubContractServer:
     def break_transfers(self, name: str, times: int) -> None:
         self._breaks[name] = times
 
+    def outage(self, status: int | None) -> None:
+        """Answer every repo request with ``status`` (e.g. 503), or serve normally again with ``None``."""
+        self._outage = status
+
     # ---- observation
 
     def requests(self) -> list[Logged]:
@@ -302,6 +307,9 @@ _RESOLVE = re.compile(r"^/(?P<repo>[^/]+(?:/[^/]+)?)/resolve/(?P<rev>[^/]+)/(?P<
 def _make_handler(server: HubContractServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes: without this, Nagle plus
+        # delayed ACKs add ~40 ms to every response on loopback.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: object) -> None:  # quiet: tests read server.log
             pass
@@ -370,6 +378,9 @@ def _make_handler(server: HubContractServer) -> type[BaseHTTPRequestHandler]:
             path = urlsplit(self.path).path
             if path == "/":
                 self._send(200, b"ok", {"Content-Type": "text/plain"})
+                return
+            if server._outage is not None:
+                self._error(server._outage, "ServiceUnavailable", "The service is temporarily unavailable")
                 return
             if match := _REPO_API.match(path):
                 self._api(unquote(match["repo"]), match["kind"], unquote(match["rest"]))

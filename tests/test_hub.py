@@ -206,7 +206,8 @@ def test_second_pull_makes_no_file_request(hub_server: HubContractServer, built_
     pinned = hub.pull_model_variants("org/tiny", revision=commit, endpoint=hub_server.endpoint)
 
     assert again.from_cache and pinned.from_cache and again.folder == pinned.folder == first.folder
-    assert not [r for r in hub_server.requests() if "/resolve/" in r.path or "/tree/" in r.path]
+    # The branch is looked up again (it may have moved); a fully cached commit needs no request at all.
+    assert [r.path for r in hub_server.requests()] == ["/api/models/org/tiny/revision/main"]
 
 
 def test_revision_not_found(hub_server: HubContractServer, built_variants: Path) -> None:
@@ -281,7 +282,7 @@ def test_unreachable_endpoint_fails_fast_and_says_what_to_do() -> None:
 @pytest.mark.timeout(30)
 def test_silent_endpoint_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     """An endpoint that accepts connections but never answers is given up on after the probe timeout."""
-    monkeypatch.setattr(hub, "PROBE_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(hub, "HUB_TIMEOUT_SECONDS", 0.5)
     with socket.socket() as silent:
         silent.bind((LOOPBACK, 0))
         silent.listen(8)
@@ -307,6 +308,18 @@ def test_unreachable_endpoint_with_a_cached_snapshot_loads_it_and_says_so(
     assert cached["hub"]["offline"] is True and cached["hub"]["commit"] == commit
     assert "unreachable" in cached["hub"]["note"]
     assert {k: cached[k] for k in COMPARED_KEYS} == {k: online[k] for k in COMPARED_KEYS}
+
+
+def test_hub_outage_falls_back_to_the_cache(hub_server: HubContractServer, built_variants: Path) -> None:
+    commit = _tiny_repo(hub_server, built_variants)
+    _tiny_repo(hub_server, built_variants, "org/never-pulled")
+    hub.pull_model_variants("org/tiny", endpoint=hub_server.endpoint)
+    hub_server.outage(503)
+
+    cached = hub.pull_model_variants("org/tiny", endpoint=hub_server.endpoint)
+    assert cached.offline and cached.commit == commit and "answered 503" in (cached.offline_reason or "")
+    with pytest.raises(HubUnreachableError, match=r"answered 503.*not in the local cache"):
+        hub.pull_model_variants("org/never-pulled", endpoint=hub_server.endpoint)
 
 
 def test_offline_mode_with_a_cached_snapshot(
