@@ -116,6 +116,7 @@ def _hub_section() -> HubPanel:
 def _results_section() -> Results:
     status = gr.Markdown(
         render.info().markdown,
+        label="Status",
         elem_classes=render.info().css_classes,
         elem_id="qp-status",
         latex_delimiters=[],  # a "$" in a folder name is text, not maths
@@ -124,15 +125,16 @@ def _results_section() -> Results:
     return Results(status, summary)
 
 
-# The page's own events are private: scripts use the named endpoints in _wire_api.
+# The page's own events are private, and named so as not to take the public names in _wire_api.
 def _wire_folder(explorer: gr.FileExplorer, results: Results) -> None:
-    explorer.change(_for_page(handlers.select_in_explorer), explorer, results.outputs, api_visibility="private")
-    explorer.select(_for_page(handlers.click_in_explorer), None, results.outputs, api_visibility="private")
+    tick, click = _for_page(handlers.select_in_explorer), _for_page(handlers.click_in_explorer)
+    explorer.change(tick, explorer, results.outputs, api_name="page_tick", api_visibility="private")
+    explorer.select(click, None, results.outputs, api_name="page_click", api_visibility="private")
 
 
 def _wire_hub(panel: HubPanel, results: Results) -> None:
-    for trigger in (panel.pull.click, panel.repo_id.submit):
-        trigger(_for_page(handlers.pull_hub), panel.inputs, results.outputs, api_visibility="private")
+    for name, trigger in (("page_pull", panel.pull.click), ("page_pull_enter", panel.repo_id.submit)):
+        trigger(_for_page(handlers.pull_hub), panel.inputs, results.outputs, api_name=name, api_visibility="private")
 
 
 def _wire_api(hub: HubPanel, results: Results) -> None:

@@ -15,6 +15,7 @@ from gradio_app import handlers
 from gradio_app.render import Kind
 from quantcore import hub
 from quantcore.errors import InvalidRepoIdError
+from tests.audit import record_opens
 
 FIVE = ["onnx_float", "onnx_int8", "onnx_uint8", "pytorch_float", "pytorch_int8"]
 
@@ -103,13 +104,22 @@ def test_bad_folders_are_errors(variant_folder: Path, request_: str, expected: s
     assert expected in _refused(handlers.load_folder(request_))
 
 
+def _opened_under(opened: list[str], folder: Path) -> list[str]:
+    real = os.path.realpath(folder)
+    return [p for p in opened if os.path.realpath(p).startswith(real)]
+
+
 def test_absolute_path_to_real_variants_outside_root_is_refused(variant_folder: Path, outside: Path) -> None:
-    _refused(handlers.load_folder(str(outside)))
+    with record_opens() as opened:
+        _refused(handlers.load_folder(str(outside)))
+    assert _opened_under(opened, outside) == []
 
 
 def test_symlink_escaping_root_is_refused(models_root: Path, outside: Path) -> None:
     (models_root / "escape").symlink_to(outside, target_is_directory=True)
-    assert "outside the allowed folders" in _refused(handlers.load_folder("escape"))
+    with record_opens() as opened:
+        assert "outside the allowed folders" in _refused(handlers.load_folder("escape"))
+    assert _opened_under(opened, outside) == []
 
 
 def test_symlink_within_root_is_followed(variant_folder: Path, models_root: Path) -> None:
@@ -153,17 +163,21 @@ def test_ticking_a_model_file_loads_its_folder(variant_folder: Path) -> None:
 
 
 def test_explorer_path_outside_root_is_refused(variant_folder: Path, outside: Path) -> None:
-    _refused(handlers.select_in_explorer(str(outside)))
-    _refused(handlers.select_in_explorer(str(outside / "tiny.onnx")))
-    _refused(handlers.select_in_explorer(f"{variant_folder}/../../outside/tiny"))
+    with record_opens() as opened:
+        _refused(handlers.select_in_explorer(str(outside)))
+        _refused(handlers.select_in_explorer(str(outside / "tiny.onnx")))
+        _refused(handlers.select_in_explorer(f"{variant_folder}/../../outside/tiny"))
+    assert _opened_under(opened, outside) == []
 
 
 def test_explorer_symlink_escaping_root_is_refused(models_root: Path, outside: Path) -> None:
     (models_root / "escape").symlink_to(outside, target_is_directory=True)
     (models_root / "link.onnx").symlink_to(outside / "tiny.onnx")
-    _refused(handlers.select_in_explorer(str(models_root / "escape" / ".")))
-    _refused(handlers.select_in_explorer(str(models_root / "escape" / "tiny.onnx")))
-    _refused(handlers.select_in_explorer(str(models_root / "link.onnx")))
+    with record_opens() as opened:
+        _refused(handlers.select_in_explorer(str(models_root / "escape" / ".")))
+        _refused(handlers.select_in_explorer(str(models_root / "escape" / "tiny.onnx")))
+        _refused(handlers.select_in_explorer(str(models_root / "link.onnx")))
+    assert _opened_under(opened, outside) == []
 
 
 def test_explorer_folder_maps_selections_to_segments(variant_folder: Path, models_root: Path) -> None:
