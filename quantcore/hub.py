@@ -532,7 +532,9 @@ def pull_and_summarize(repo_id: str, *, revision: str | None = None, subfolder: 
     Returns:
         ``get_model_summary``'s dict plus ``"hub"``: ``repo_id``,
         ``revision_requested``, ``commit``, ``subfolder``, ``files``,
-        ``downloaded``, ``from_cache``, ``offline``, ``note``.
+        ``downloaded``, ``from_cache``, ``offline``, ``note``; the note (where the
+        files came from: downloaded, up to date, or the cached snapshot and why)
+        is also the last of the summary's ``notes``.
 
     Raises:
         The errors of ``pull_model_variants``, and ``ModelNotFoundError`` if the
@@ -543,6 +545,9 @@ def pull_and_summarize(repo_id: str, *, revision: str | None = None, subfolder: 
         pulled.folder, trusted=settings.current().trust_remote_models, confine_to=pulled.repo_cache
     )
     summary = get_model_summary(variants)
+    note = _note(pulled)
+    # Status lines show the summary's notes: where the files came from belongs there too.
+    summary["notes"] = [*summary["notes"], note]
     summary["hub"] = {
         "repo_id": pulled.repo_id,
         "revision_requested": pulled.revision_requested,
@@ -552,6 +557,6 @@ def pull_and_summarize(repo_id: str, *, revision: str | None = None, subfolder: 
         "downloaded": list(pulled.downloaded),
         "from_cache": pulled.from_cache,
         "offline": pulled.offline,
-        "note": _note(pulled),
+        "note": note,
     }
     return summary

@@ -307,6 +307,7 @@ def test_unreachable_endpoint_with_a_cached_snapshot_loads_it_and_says_so(
     assert time.perf_counter() - started < 5.0
     assert cached["hub"]["offline"] is True and cached["hub"]["commit"] == commit
     assert "unreachable" in cached["hub"]["note"]
+    assert cached["notes"][-1] == cached["hub"]["note"], "the status lines should say where the files came from"
     assert {k: cached[k] for k in COMPARED_KEYS} == {k: online[k] for k in COMPARED_KEYS}
 
 
