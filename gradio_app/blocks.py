@@ -26,10 +26,12 @@ HEADER_CSS = """
 .qp-header p { color: var(--body-text-color-subdued); }
 """
 CSS = render.STATUS_CSS + HEADER_CSS
-# How many events of one kind run at once: loads of different folders can
-# overlap, while repeated requests for one folder share a single load.
-CONCURRENCY = 4
-MAX_QUEUED = 64
+# Several users at once: up to this many folder loads run side by side (the
+# same folder asked for twice still loads once), and fewer Hub pulls, which
+# wait on the network, so they cannot hold up local folders. Set per event
+# rather than with demo.queue(), which would build the server app once more.
+FOLDER_EVENTS: dict[str, Any] = {"concurrency_id": "folder", "concurrency_limit": 4}
+HUB_EVENTS: dict[str, Any] = {"concurrency_id": "hub", "concurrency_limit": 2}
 
 
 @dataclass(frozen=True)
@@ -128,23 +130,29 @@ def _results_section() -> Results:
 # The page's own events are private, and named so as not to take the public names in _wire_api.
 def _wire_folder(explorer: gr.FileExplorer, results: Results) -> None:
     tick, click = _for_page(handlers.select_in_explorer), _for_page(handlers.click_in_explorer)
-    explorer.change(tick, explorer, results.outputs, api_name="page_tick", api_visibility="private")
-    explorer.select(click, None, results.outputs, api_name="page_click", api_visibility="private")
+    explorer.change(tick, explorer, results.outputs, api_name="page_tick", api_visibility="private", **FOLDER_EVENTS)
+    explorer.select(click, None, results.outputs, api_name="page_click", api_visibility="private", **FOLDER_EVENTS)
 
 
 def _wire_hub(panel: HubPanel, results: Results) -> None:
     for name, trigger in (("page_pull", panel.pull.click), ("page_pull_enter", panel.repo_id.submit)):
-        trigger(_for_page(handlers.pull_hub), panel.inputs, results.outputs, api_name=name, api_visibility="private")
+        trigger(
+            _for_page(handlers.pull_hub), panel.inputs, results.outputs, api_name=name, api_visibility="private",
+            **HUB_EVENTS,
+        )  # fmt: skip
 
 
 def _wire_api(hub: HubPanel, results: Results) -> None:
     """Named endpoints for scripts, on hidden buttons: the page's handlers and outputs, plain-text status."""
     folder = gr.Textbox(visible=False)
-    gr.Button(visible=False).click(_for_api(handlers.load_folder), folder, results.outputs, api_name="load_folder")
-    gr.Button(visible=False).click(_for_api(handlers.pull_hub), hub.inputs, results.outputs, api_name="pull_hub")
+    load, pull = _for_api(handlers.load_folder), _for_api(handlers.pull_hub)
+    gr.Button(visible=False).click(load, folder, results.outputs, api_name="load_folder", **FOLDER_EVENTS)
+    gr.Button(visible=False).click(pull, hub.inputs, results.outputs, api_name="pull_hub", **HUB_EVENTS)
     # Baseline for benchmarks/bench_reselect.py: the same queue and transport, no work.
     echo = gr.Textbox(visible=False)
-    gr.Button(visible=False).click(handlers.ping, echo, echo, api_name="ping", api_visibility="undocumented")
+    gr.Button(visible=False).click(
+        handlers.ping, echo, echo, api_name="ping", api_visibility="undocumented", concurrency_limit=None
+    )
 
 
 def build_demo() -> gr.Blocks:
@@ -163,5 +171,4 @@ def build_demo() -> gr.Blocks:
         _wire_folder(explorer, results)
         _wire_hub(hub, results)
         _wire_api(hub, results)
-    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=MAX_QUEUED)
     return demo

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 from gradio_client import Client
 
 import quantcore
+from gradio_app import handlers
 from gradio_app.render import ICONS, Kind
 from tests.app_server import BUNDLED_FOLDER, Server, app_server  # noqa: F401  (app_server is a fixture)
 from tests.audit import record_opens
@@ -85,12 +88,33 @@ def test_bad_folders_get_an_error_and_the_next_call_still_answers(
     assert summary is not None and summary["total_loaded"] == 5, status
 
 
-def test_several_users_at_once_share_one_load(app_server: Server) -> None:  # noqa: F811
+def test_several_users_at_once_run_side_by_side_and_share_one_load(
+    app_server: Server,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    running, most = 0, 0
+    lock = threading.Lock()
+    real_load = handlers.load_model_variants
+
+    def slow_load(folder: Path) -> quantcore.ModelVariants:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.5)  # long enough for the other requests to arrive
+        try:
+            return real_load(folder)
+        finally:
+            with lock:
+                running -= 1
+
+    monkeypatch.setattr(handlers, "load_model_variants", slow_load)
     clients = [Client(app_server.url, verbose=False, download_files=False) for _ in range(4)]
     with ThreadPoolExecutor(len(clients)) as pool:
         results = list(pool.map(lambda c: c.predict("resnet8", api_name="/load_folder"), clients))
     assert all(summary is not None and summary["total_loaded"] == 5 for summary, _ in results)
-    assert quantcore.cache_info().loads == 1
+    assert most > 1, "requests from different users were served one at a time"
+    assert quantcore.cache_info().loads == 1  # ... and the one folder still loaded once
 
 
 def test_pull_hub_endpoint_answers_with_a_status(client: Client) -> None:

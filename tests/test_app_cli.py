@@ -1,0 +1,114 @@
+"""app.py: flags, settings, the module-level demo, and `python app.py --share` when no tunnel can be made."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import gradio as gr
+import httpx
+import pytest
+from gradio_client import Client
+
+import app
+from quantcore import settings
+from tests.app_server import HOST, PROJECT_ROOT, free_port
+
+STARTUP_TIMEOUT_S = 60
+
+
+@pytest.fixture
+def restore_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("QP_MODELS_DIR", settings.TRUST_REMOTE_ENV):
+        monkeypatch.delenv(name, raising=False)  # apply_settings writes these; monkeypatch puts them back
+    before = settings.current()
+    yield
+    settings.configure(**before.__dict__)
+
+
+def test_defaults_listen_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
+    args = app.parse_args([])
+    assert (args.host, args.port, args.share, args.models_dir, args.trust_remote_models) == (
+        "127.0.0.1", 7860, False, None, False,
+    )  # fmt: skip
+
+
+def test_spaces_server_name_and_port_are_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7861")
+    args = app.parse_args([])
+    assert (args.host, args.port) == ("0.0.0.0", 7861)
+    assert app.parse_args(["--host", "127.0.0.2"]).host == "127.0.0.2"
+
+
+def test_missing_models_dir_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        app.parse_args(["--models-dir", str(tmp_path / "nope")])
+    assert exit_info.value.code == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_flags_reach_quantcore_settings(tmp_path: Path, restore_settings: None) -> None:
+    applied = app.apply_settings(app.parse_args(["--models-dir", str(tmp_path), "--trust-remote-models"]))
+    assert applied.models_root == tmp_path.resolve() and applied.trust_remote_models is True
+    assert settings.current() == applied
+    # Reload mode re-imports app.py: the environment carries the flags across.
+    assert os.environ["QP_MODELS_DIR"] == str(tmp_path.resolve())
+    assert os.environ[settings.TRUST_REMOTE_ENV] == "1"
+
+
+def test_no_flags_change_nothing(restore_settings: None) -> None:
+    before = settings.current()
+    assert app.apply_settings(app.parse_args([])) == before
+
+
+def test_module_level_demo_for_spaces_and_reload_mode() -> None:
+    assert isinstance(app.demo, gr.Blocks)
+    assert "/load_folder" in {d.api_name and f"/{d.api_name}" for d in app.demo.fns.values()}
+
+
+def _wait_for_200(url: str, proc: subprocess.Popen[str]) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < STARTUP_TIMEOUT_S:
+        if proc.poll() is not None:
+            pytest.fail(f"app.py exited early with {proc.returncode}:\n{proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"app.py did not answer within {STARTUP_TIMEOUT_S} s")
+
+
+def test_share_without_a_tunnel_keeps_serving_locally(tmp_path: Path, built_variants: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(built_variants, models / "tiny")
+    port = free_port()
+    dead_proxy = f"http://{HOST}:{free_port()}"  # nothing listens: the tunnel request fails at once, on loopback
+    env = {
+        **os.environ,
+        "HTTP_PROXY": dead_proxy, "HTTPS_PROXY": dead_proxy, "ALL_PROXY": dead_proxy, "NO_PROXY": f"{HOST},localhost",
+        "HF_HOME": str(tmp_path / "hf_home"), "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
+    }  # fmt: skip
+    command = [sys.executable, "app.py", "--port", str(port), "--models-dir", str(models), "--share"]
+    proc = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        url = f"http://{HOST}:{port}/"
+        _wait_for_200(url, proc)
+        summary, status = Client(url, verbose=False, download_files=False).predict("tiny", api_name="/load_folder")
+        assert summary is not None and summary["total_loaded"] == 5, status
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=30)
+    assert "No share link could be created" in output
+    assert "Traceback" not in output
