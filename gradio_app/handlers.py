@@ -125,8 +125,8 @@ def click_in_explorer(evt: gr.SelectData, progress: gr.Progress = gr.Progress())
 
 def pull_hub(
     repo_id: str | None,
-    revision: str | None,
-    subfolder: str | None,
+    revision: str | None = None,
+    subfolder: str | None = None,
     progress: gr.Progress = gr.Progress(),  # noqa: B008
 ) -> Result:
     """Download a Hugging Face Hub repo's variants and load them (API: /pull_hub)."""

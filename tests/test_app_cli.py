@@ -112,3 +112,25 @@ def test_share_without_a_tunnel_keeps_serving_locally(tmp_path: Path, built_vari
         output, _ = proc.communicate(timeout=30)
     assert "No share link could be created" in output
     assert "Traceback" not in output
+
+
+def _front_matter() -> dict[str, str]:
+    text = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    assert text.startswith("---\n"), "README.md must start with the Spaces front matter"
+    block = text.split("---\n", 2)[1]
+    return {k.strip(): v.strip().strip('"') for k, v in (line.split(":", 1) for line in block.splitlines())}
+
+
+def _pins(name: str) -> dict[str, str]:
+    lines = (PROJECT_ROOT / name).read_text(encoding="utf-8").splitlines()
+    return dict(line.split("==", 1) for line in lines if line and not line.startswith(("#", "-r")))
+
+
+def test_spaces_front_matter_matches_requirements() -> None:
+    meta, pins = _front_matter(), _pins("requirements.txt")
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and meta["python_version"] == "3.11"
+    assert meta["sdk_version"] == pins["gradio"] == gr.__version__
+    assert pins["torch"] == "2.13.0"  # exactly: a looser pin pulls a CUDA build
+    assert meta["license"] and meta["title"] and meta["emoji"]
+    assert set(_pins("requirements-dev.txt")) >= {"pytest", "playwright", "hypothesis", "olah", "gradio_client"}
+    assert "-r requirements.txt" in (PROJECT_ROOT / "requirements-dev.txt").read_text(encoding="utf-8")
