@@ -396,7 +396,7 @@ def pull_model_variants(
     revision = check_revision(revision)
     subfolder = check_subfolder(subfolder)
     endpoint = resolve_endpoint(endpoint)
-    token = token or os.environ.get("HF_TOKEN") or None
+    token = (token or os.environ.get("HF_TOKEN") or "").strip() or None
     cache_dir = hub_cache_dir()
     repo_cache = cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model")
     allow, ignore = _patterns(subfolder)
@@ -435,6 +435,8 @@ def pull_model_variants(
             if status < 500:
                 raise failure(exc) from None
             offline_reason = f"the Hub at {_shown(endpoint)} answered {status}"
+        except HubError:
+            raise
         except Exception as exc:
             raise failure(exc) from None
 

@@ -281,7 +281,7 @@ def test_unreachable_endpoint_fails_fast_and_says_what_to_do() -> None:
 
 @pytest.mark.timeout(30)
 def test_silent_endpoint_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An endpoint that accepts connections but never answers is given up on after the probe timeout."""
+    """An endpoint that accepts connections but never answers is given up on after the revision lookup's timeout."""
     monkeypatch.setattr(hub, "HUB_TIMEOUT_SECONDS", 0.5)
     with socket.socket() as silent:
         silent.bind((LOOPBACK, 0))
