@@ -1,0 +1,59 @@
+"""A small keyed cache for expensive inspect results: layer tables, drift reports.
+
+Keyed by the folder's fingerprint (its path, and each variant's status and
+sha256, plus the size and mtime of its ``samples.npz``), the view, and the
+view's settings. An edited variant file gets a new sha256 when the folder
+reloads, so its stale results are never served. Shares the folder cache's
+single-flight LRU: two requests for the same result compute it once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
+
+from quantcore.cache import CacheInfo, SingleFlightLRU
+from quantcore.drift import SAMPLES_NAME
+from quantcore.variants import ModelVariants
+
+T = TypeVar("T")
+CAPACITY = 32
+
+_RESULTS: SingleFlightLRU[Any] = SingleFlightLRU(CAPACITY)
+
+
+def folder_fingerprint(variants: ModelVariants) -> tuple[Hashable, ...]:
+    """What a folder's results depend on: its path, each variant's status and sha256, its samples file."""
+    try:
+        stat = os.stat(variants.folder / SAMPLES_NAME)
+        samples: tuple[int, int] | None = (stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        samples = None
+    records = tuple((str(k), str(r.status), r.sha256) for k, r in sorted(variants.records.items()))
+    return (str(variants.folder), records, samples)
+
+
+def cached(variants: ModelVariants, view: str, settings: Hashable, compute: Callable[[], T]) -> tuple[T, bool]:
+    """The result of ``compute()`` for this folder, view and settings, computed at most once while cached.
+
+    Args:
+        variants: the loaded folder the result is about.
+        view: which result ("layers", "drift", ...).
+        settings: everything else the result depends on (hashable).
+        compute: makes the result on a miss; an exception is not cached.
+
+    Returns:
+        The result and whether it came from the cache.
+    """
+    return _RESULTS.get((folder_fingerprint(variants), view, settings), None, compute)
+
+
+def cache_info() -> CacheInfo:
+    """Hits, misses, entries and capacity of the results cache."""
+    return _RESULTS.info()
+
+
+def cache_clear() -> None:
+    """Forget every cached result."""
+    _RESULTS.clear()

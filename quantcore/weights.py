@@ -1,0 +1,252 @@
+"""One layer's weights across variants: histogram data and statistics.
+
+Float variants contribute their weights — with a following BatchNorm folded
+in, as every quantized variant we read has it — and quantized variants their
+dequantized weights, ``(q - zero_point) * scale``, or the stored integers
+themselves. Each quantized series is measured against its float reference
+(``LayerTable.reference``): weight SQNR and the share of weights that fell off
+the integer grid's ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from quantcore.drift import sqnr_db
+from quantcore.layers import Layer, LayerTable, QuantParams
+from quantcore.variants import VariantKey
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+DEFAULT_BINS = 60
+MAX_BINS = 400
+
+
+@dataclass(frozen=True)
+class WeightSeries:
+    """One variant's weights of one layer (canonical layout: output channels first)."""
+
+    variant: VariantKey
+    label: str
+    layer: Layer
+    values: np.ndarray  # floats: the stored (BN-folded) ones, or the dequantized integers
+    reference: VariantKey | None
+    stats: dict[str, Any]
+
+    @property
+    def integers(self) -> np.ndarray | None:
+        return self.layer.weight_int
+
+
+@dataclass(frozen=True)
+class WeightComparison:
+    """Every variant's weights of one layer-table row."""
+
+    row: int
+    layer: str
+    series: tuple[WeightSeries, ...]
+    notes: tuple[str, ...] = ()
+
+
+def weight_stats(
+    values: np.ndarray,
+    *,
+    integers: np.ndarray | None = None,
+    qparams: QuantParams | None = None,
+    reference: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Summary statistics of one weight tensor, and how its quantization went.
+
+    Args:
+        values: the weights as floats (dequantized, for a quantized layer).
+        integers: the stored integers of a quantized layer.
+        qparams: their scale and zero point.
+        reference: the float weights they came from (same shape), for SQNR and clipping.
+
+    Returns:
+        JSON-ready: min, max, mean, std, shape, count; for quantized weights
+        also scale, zero_point (value, or min/median/max per channel),
+        fraction_saturated (integers at the type's ends), and with a reference
+        fraction_clipped (float weights beyond the grid's ends) and sqnr_db.
+
+    Raises:
+        ValueError: ``reference`` has a different shape from ``values``.
+    """
+    flat = values.astype(np.float64).reshape(-1)
+    stats: dict[str, Any] = {
+        "min": float(flat.min()) if flat.size else None,
+        "max": float(flat.max()) if flat.size else None,
+        "mean": float(flat.mean()) if flat.size else None,
+        "std": float(flat.std()) if flat.size else None,
+        "shape": list(values.shape),
+        "count": int(flat.size),
+        "scale": None,
+        "zero_point": None,
+        "fraction_saturated": None,
+        "fraction_clipped": None,
+        "sqnr_db": None,
+    }
+    if reference is not None and reference.shape != values.shape:
+        raise ValueError(f"reference shape {reference.shape} differs from {values.shape}")
+    if qparams is not None:
+        summary = qparams.summary()
+        stats["scale"], stats["zero_point"] = summary["scale"], summary["zero_point"]
+        low, high = qparams.limits
+        if integers is not None and integers.size:
+            stats["fraction_saturated"] = float(np.mean((integers <= low) | (integers >= high)))
+        if reference is not None and reference.size:
+            ideal = qparams.quantize_unclipped(reference)
+            stats["fraction_clipped"] = float(np.mean((ideal < low) | (ideal > high)))
+    if reference is not None and flat.size:
+        db = sqnr_db(reference, values)
+        stats["sqnr_db"] = db if np.isfinite(db) else ("inf" if db > 0 else None)
+    return stats
+
+
+def compare_weights(table: LayerTable, row: int) -> WeightComparison:
+    """Every variant's weights of table row ``row``, each with its statistics.
+
+    Args:
+        table: a folder's layer table.
+        row: 0-based row index.
+
+    Returns:
+        One series per variant that has the layer, in variant order.
+
+    Raises:
+        IndexError: no such row.
+    """
+    table_row = table.row(row)
+    notes: list[str] = []
+    series: list[WeightSeries] = []
+    for key in table.variants:
+        layer = table_row.layers.get(key)
+        if layer is None:
+            notes.append(f"{key}: has no layer matched to this one")
+            continue
+        ref_key = table.reference(key)
+        ref_layer = table_row.layers.get(ref_key) if ref_key is not None else None
+        reference = ref_layer.comparable_weight if ref_layer is not None else None
+        values = layer.weight if layer.quantized else layer.comparable_weight
+        if reference is not None and reference.shape != values.shape:
+            notes.append(f"{key}: weights {values.shape} cannot be compared with {ref_key}'s {reference.shape}")
+            reference = None
+        stats = weight_stats(values, integers=layer.weight_int, qparams=layer.weight_q, reference=reference)
+        label = f"{key} (BN folded)" if layer.folded_weight is not None else str(key)
+        series.append(WeightSeries(key, label, layer, values, ref_key if reference is not None else None, stats))
+    return WeightComparison(row, table_row.primary.name, tuple(series), tuple(notes))
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of every series over one shared set of bin edges."""
+
+    edges: np.ndarray
+    counts: dict[str, np.ndarray]  # series label -> counts
+    raw_integers: bool
+
+
+def histogram(comparison: WeightComparison, *, bins: int = DEFAULT_BINS, raw_integers: bool = False) -> Histogram:
+    """Histogram counts of each series on shared edges.
+
+    Args:
+        comparison: one layer's weights across variants.
+        bins: number of bins (1 to ``MAX_BINS``); for integers, at most one per integer.
+        raw_integers: count stored integers (quantized variants only) instead of float values.
+
+    Returns:
+        The edges and each series' counts.
+
+    Raises:
+        ValueError: ``bins`` is out of range.
+    """
+    if not 1 <= bins <= MAX_BINS:
+        raise ValueError(f"bins must be between 1 and {MAX_BINS}, got {bins}")
+    data = {
+        s.label: (s.integers if raw_integers else s.values).reshape(-1)
+        for s in comparison.series
+        if not raw_integers or s.integers is not None
+    }
+    present = [d for d in data.values() if d.size]
+    if not present:
+        return Histogram(np.linspace(0.0, 1.0, bins + 1), {k: np.zeros(bins, np.int64) for k in data}, raw_integers)
+    low = min(float(d.min()) for d in present)
+    high = max(float(d.max()) for d in present)
+    if raw_integers:
+        # Bins centred on integers, never finer than one per integer.
+        levels = int(high - low) + 1
+        edges = np.linspace(low - 0.5, high + 0.5, min(bins, levels) + 1)
+    else:
+        edges = np.linspace(low, high, bins + 1) if high > low else np.array([low - 0.5, high + 0.5])
+    return Histogram(edges, {k: np.histogram(d, bins=edges)[0] for k, d in data.items()}, raw_integers)
+
+
+def weight_histogram_figure(
+    comparison: WeightComparison,
+    *,
+    bins: int = DEFAULT_BINS,
+    side_by_side: bool = False,
+    raw_integers: bool = False,
+) -> go.Figure:
+    """Plotly histograms of one layer's weights: overlaid, or one panel per variant.
+
+    Raises:
+        ValueError: ``bins`` is out of range.
+    """
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+    from plotly.subplots import make_subplots
+
+    hist = histogram(comparison, bins=bins, raw_integers=raw_integers)
+    centres = (hist.edges[:-1] + hist.edges[1:]) / 2
+    width = float(hist.edges[1] - hist.edges[0])
+    labels = list(hist.counts)
+    what = "stored integer" if raw_integers else "weight value (dequantized)"
+    if side_by_side and labels:
+        figure = make_subplots(rows=1, cols=len(labels), shared_yaxes=True, subplot_titles=labels)
+    else:
+        figure = go.Figure()
+    palette = qualitative.Plotly
+    for n, label in enumerate(labels):
+        bar = go.Bar(
+            x=centres, y=hist.counts[label], width=width, name=label, marker={"color": palette[n % len(palette)]},
+            opacity=1.0 if side_by_side else 0.55,
+        )  # fmt: skip
+        if side_by_side:
+            figure.add_trace(bar, row=1, col=n + 1)
+        else:
+            figure.add_trace(bar)
+    figure.update_layout(
+        title=f"{comparison.layer}: {what}s",
+        barmode="overlay",
+        bargap=0,
+        legend_title="variant",
+        yaxis_title="count",
+        margin={"l": 60, "r": 20, "t": 70, "b": 50},
+    )
+    if not side_by_side:
+        figure.update_xaxes(title_text=what)
+    return figure
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, dict):
+        return " / ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value.values())
+    if isinstance(value, float):
+        return float(f"{value:.6g}")
+    if isinstance(value, list):
+        return "×".join(map(str, value))
+    return value
+
+
+def stats_records(comparison: WeightComparison) -> list[dict[str, Any]]:
+    """One display row of statistics per series (per-channel values as min / median / max)."""
+    return [
+        {"variant": s.label, "layer": s.layer.name, "reference": str(s.reference) if s.reference else "—",
+         **{k: _cell(v) for k, v in s.stats.items()}}  # fmt: skip
+        for s in comparison.series
+    ]
