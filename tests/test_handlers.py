@@ -70,6 +70,13 @@ def test_load_folder_loads_all_five_then_hits_the_cache(variant_folder: Path) ->
     assert quantcore.cache_info().loads == loads
 
 
+def test_loading_reports_progress(variant_folder: Path) -> None:
+    steps: list[tuple[float, str | None]] = []
+    handlers.load_folder("tiny", progress=lambda value, desc=None, **_: steps.append((value, desc)))
+    assert [desc for _, desc in steps] == ["Checking the folder", "Loading model variants"]
+    assert [value for value, _ in steps] == sorted(value for value, _ in steps)
+
+
 def test_partial_folder_is_a_warning_naming_the_broken_variant(variant_folder: Path) -> None:
     (variant_folder / "tiny_int8.onnx").write_bytes(b"definitely not protobuf")
     (variant_folder / "tiny_uint8.onnx").unlink()
