@@ -245,8 +245,8 @@ def _cell(value: Any) -> Any:
 
 def stats_records(comparison: WeightComparison) -> list[dict[str, Any]]:
     """One display row of statistics per series (per-channel values as min / median / max)."""
-    return [
-        {"variant": s.label, "layer": s.layer.name, "reference": str(s.reference) if s.reference else "—",
-         **{k: _cell(v) for k, v in s.stats.items()}}  # fmt: skip
-        for s in comparison.series
-    ]
+    records = []
+    for s in comparison.series:
+        head = {"variant": s.label, "layer": s.layer.name, "reference": str(s.reference) if s.reference else "—"}
+        records.append(head | {k: _cell(v) for k, v in s.stats.items()})
+    return records
