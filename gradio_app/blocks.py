@@ -160,7 +160,8 @@ def build_demo() -> gr.Blocks:
     root = Path(os.path.realpath(settings.current().models_root))
     if not root.is_dir():
         raise FileNotFoundError(f"models folder not found: {root} (set --models-dir or QP_MODELS_DIR)")
-    with gr.Blocks(title=TITLE) as demo:
+    # No usage analytics: the app sends nothing off the machine unless asked to (a Hub pull, --share).
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         _header()
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):

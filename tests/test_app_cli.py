@@ -71,6 +71,7 @@ def test_no_flags_change_nothing(restore_settings: None) -> None:
 
 def test_module_level_demo_for_spaces_and_reload_mode() -> None:
     assert isinstance(app.demo, gr.Blocks)
+    assert app.demo.analytics_enabled is False  # no calls home: tests and offline users stay on the machine
     assert "/load_folder" in {d.api_name and f"/{d.api_name}" for d in app.demo.fns.values()}
 
 
