@@ -63,7 +63,7 @@ def _for_page(
 
     @functools.wraps(handler)  # keeps the signature: Gradio injects Progress/SelectData by it
     def run(*args: Any, **kwargs: Any) -> tuple[handlers.Summary, gr.Markdown] | tuple[Any, Any]:
-        result = handler(*args, **kwargs)
+        result = handlers.guarded(handler, *args, **kwargs)
         if result is None:
             return gr.skip(), gr.skip()
         summary, status = result
@@ -77,7 +77,8 @@ def _for_api(handler: Callable[..., handlers.Result]) -> Callable[..., tuple[han
 
     @functools.wraps(handler)
     def run(*args: Any, **kwargs: Any) -> tuple[handlers.Summary, str]:
-        summary, status = handler(*args, **kwargs)
+        result = handlers.guarded(handler, *args, **kwargs)
+        summary, status = result if result is not None else (None, render.info())
         return summary, status.markdown
 
     return run

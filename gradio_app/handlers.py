@@ -84,14 +84,12 @@ def load_folder(folder: str | None, progress: gr.Progress = gr.Progress()) -> Re
     return _load(str(folder), progress)
 
 
-def select_in_explorer(selected: str | list[str] | None, progress: gr.Progress = gr.Progress()) -> Result:  # noqa: B008
+def select_in_explorer(selected: str | None, progress: gr.Progress = gr.Progress()) -> Result:  # noqa: B008
     """A tick in the file explorer: a folder's "." entry or a model file; ``None`` when nothing is ticked.
 
     The explorer also fires ``None`` once on every page load: that is the
     "nothing selected" info, not an error.
     """
-    if isinstance(selected, list):  # only if the explorer were in multiple mode
-        selected = selected[0] if len(selected) == 1 else None
     if not selected:
         return None, render.info()
     try:
@@ -153,6 +151,15 @@ def pull_hub(
         logger.exception("unexpected failure pulling %r", label)
         return None, render.error_status(exc, what=label)
     return render.display_summary(summary, root=_models_root()), render.loaded_status(summary, source=label)
+
+
+def guarded(handler: Callable[..., Result | None], *args: Any, **kwargs: Any) -> Result | None:
+    """``handler(*args, **kwargs)``, with any exception it lets through logged and shown as an error status."""
+    try:
+        return handler(*args, **kwargs)
+    except Exception as exc:
+        logger.exception("unexpected failure in %s", getattr(handler, "__name__", handler))
+        return None, render.error_status(exc, what="")
 
 
 def ping(text: str | None) -> str | None:

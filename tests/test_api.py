@@ -117,6 +117,16 @@ def test_several_users_at_once_run_side_by_side_and_share_one_load(
     assert quantcore.cache_info().loads == 1  # ... and the one folder still loaded once
 
 
+def test_a_server_fault_is_an_error_status_not_a_traceback(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("internal detail")
+
+    monkeypatch.setattr(handlers.render, "display_summary", broken)  # fails after the loader's own guard
+    summary, status = _load(client, "resnet8")
+    assert summary is None and status.startswith(ICONS[Kind.ERROR])
+    assert "internal detail" not in status and "Traceback" not in status
+
+
 def test_pull_hub_endpoint_answers_with_a_status(client: Client) -> None:
     summary, status = client.predict("", "", "", api_name="/pull_hub")
     assert summary is None and status.startswith(ICONS[Kind.INFO])

@@ -254,5 +254,13 @@ def test_pull_hub_unexpected_failure_is_an_error_status(monkeypatch: pytest.Monk
     assert summary is None and status.kind is Kind.ERROR and "internal" not in status.markdown
 
 
+def test_guarded_turns_any_exception_into_an_error_status() -> None:
+    def broken() -> handlers.Result:
+        raise OSError("disk on fire")
+
+    summary, status = handlers.guarded(broken)
+    assert summary is None and status.kind is Kind.ERROR and "disk on fire" not in status.markdown
+
+
 def test_ping_echoes() -> None:
     assert handlers.ping("x") == "x"
