@@ -17,6 +17,7 @@ from typing import Any
 import gradio as gr
 
 from gradio_app import handlers, render
+from gradio_app.inspect_views import build_inspect_views
 from quantcore import settings
 
 TITLE = "Quantization Playground"
@@ -170,6 +171,7 @@ def build_demo() -> gr.Blocks:
             with gr.Column(scale=2):
                 hub = _hub_section()
         results = _results_section()
+        build_inspect_views(results.summary)
         _wire_folder(explorer, results)
         _wire_hub(hub, results)
         _wire_api(hub, results)
