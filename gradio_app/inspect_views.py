@@ -273,7 +273,7 @@ def _highlight_worst(frame: pd.DataFrame, report: DriftReport) -> Any:
         row = worst.get(str(column.name))
         return [WORST_CSS if row is not None and i == row else "" for i in range(len(column))]
 
-    return frame.style.apply(style, axis=0)
+    return frame.style.apply(style, axis=0).format(precision=2, na_rep="—")
 
 
 def _error_page(source: Any, images: float, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008

@@ -441,6 +441,10 @@ def _compare_batch(
 # ----------------------------------------------------------------------- chart
 
 
+# Worst-layer labels take turns around their marker, so two variants failing at one layer stay readable.
+_LABEL_POSITIONS = ("bottom center", "top center", "bottom right", "top left", "bottom left", "top right")
+
+
 def drift_figure(report: DriftReport) -> go.Figure:
     """Per-layer SQNR across depth, one line per variant, each variant's worst layer marked."""
     import plotly.graph_objects as go
@@ -457,7 +461,7 @@ def drift_figure(report: DriftReport) -> go.Figure:
         if worst is not None and y[worst] is not None:
             figure.add_trace(go.Scatter(
                 x=[x[worst]], y=[y[worst]], mode="markers+text", showlegend=False, name=f"{drift.variant} worst",
-                text=[f"{drift.variant}: {y[worst]:.1f} dB"], textposition="bottom center",
+                text=[f"{drift.variant}: {y[worst]:.1f} dB"], textposition=_LABEL_POSITIONS[n % len(_LABEL_POSITIONS)],
                 marker={"size": 16, "symbol": "x", "color": color},
             ))  # fmt: skip
     figure.update_layout(
