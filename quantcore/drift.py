@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantcore.errors import DatasetError, QuantcoreError
+from quantcore.errors import DatasetError
 from quantcore.layers import Layer, LayerTable, build_layer_table, input_shape
 from quantcore.taps import Capture, Tapper, make_tapper, to_numpy
 from quantcore.variants import ModelVariants, VariantKey
@@ -337,7 +337,8 @@ def layer_drift(
         rows = [r.index for r in table.rows if key in r.layers and reference in r.layers]
         comparisons.append(_Comparison(key, reference, rows, {}, {r: SqnrAccumulator() for r in rows}))
     if inputs is None:
-        shape = input_shape(variants)
+        by_variant = {k: [r.layers[k] for r in table.rows if k in r.layers] for k in table.variants}
+        shape = input_shape(variants, by_variant)
         if shape is None:
             notes.append("the input shape is unknown: nothing to run")
             comparisons = []
@@ -351,8 +352,9 @@ def layer_drift(
                        for r in c.rows})  # fmt: skip
         try:
             tappers[key] = make_tapper(variants[key], taps)
-        except (QuantcoreError, TypeError, RuntimeError) as exc:
-            notes.append(f"{key}: cannot capture its activations ({exc})")
+        except Exception as exc:  # this variant's comparisons are dropped, the others still run
+            logger.exception("capturing the activations of %s failed", key)
+            notes.append(f"{key}: cannot capture its activations ({type(exc).__name__})")
     comparisons = [c for c in comparisons if c.variant in tappers and c.reference in tappers]
 
     reference_correct: dict[VariantKey, int] = {}

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from quantcore.errors import QuantcoreError
 from quantcore.taps import INPUT_SUFFIX, inlined_graph, make_tapper
 from quantcore.variants import ModelVariants, Status, VariantKey
 
@@ -590,9 +589,11 @@ def input_shape(
             for value in model.graph.input:
                 if value.name in initializers:
                     continue
-                dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
-                        for d in value.type.tensor_type.shape.dim]  # fmt: skip
-                return (1, *dims[1:]) if dims else None
+                dims = [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
+                # The batch axis may be symbolic; any other unknown axis leaves the shape to the layers.
+                if len(dims) > 1 and all(d > 0 for d in dims[1:]):
+                    return (1, *dims[1:])
+                break
     for found in (layers or {}).values():
         if found:
             first = min(found, key=lambda layer: (layer.depth, layer.order))
@@ -856,7 +857,7 @@ def build_layer_table(variants: ModelVariants) -> LayerTable:
             continue
         try:
             raw[key], own = extract_layers(record.model)
-        except (QuantcoreError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        except Exception as exc:  # one unreadable variant must not take the table down
             logger.exception("reading the layers of %s failed", key)
             notes.append(f"{key}: skipped — its layers could not be read ({type(exc).__name__})")
             continue

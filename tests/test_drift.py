@@ -197,3 +197,13 @@ def test_chart_has_a_line_per_variant_and_marks_each_worst_layer(variant_folder:
     assert len(records) == 10 and set(records[0]) == {"#", "layer", "kind", *(f"{k} (dB)" for k in QUANTIZED)}
     worst = [report.layers[d.worst].split(". ")[1] for d in report.variants]
     assert [r["worst layer"] for r in report.summary()] == worst
+
+
+def test_a_pytorch_only_folder_takes_its_input_shape_from_the_first_conv(variant_folder: Path) -> None:
+    for name in ("tiny.onnx", "tiny_int8.onnx", "tiny_uint8.onnx"):
+        (variant_folder / name).unlink()
+    report = layer_drift(quantcore.load_model_variants(variant_folder), images=8, batch_size=8)
+
+    assert [d.variant for d in report.variants] == [VariantKey.PYTORCH_INT8]
+    assert report.images == 8 and report.source.startswith("generated")
+    assert all(db is not None and db > 15 for db in report.variants[0].sqnr_db)

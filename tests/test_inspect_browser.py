@@ -104,6 +104,32 @@ def test_out_of_range_layers_and_images_are_refused(client: Client) -> None:
     assert "between 1 and 1024" in client.predict("tiny", 5000, api_name="/layer_error")["error"]
 
 
+def test_a_hub_summary_is_pulled_again_by_its_commit_from_the_cache(
+    built_variants: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gradio_app.inspect_views import layers_api, weights_api
+    from quantcore import hub
+    from tests.conftest import VARIANT_FILES
+    from tests.hub_servers import HubContractServer
+
+    with HubContractServer() as hub_server:
+        monkeypatch.setenv("HF_ENDPOINT", hub_server.endpoint)
+        hub_server.add_commit("org/tiny", {n: built_variants / n for n in VARIANT_FILES.values()})
+        summary = hub.pull_and_summarize("org/tiny")
+        hub_server.clear_log()
+        result = layers_api(summary, "fc")
+        weights = weights_api(summary, "conv1", 10)
+        requests = hub_server.requests()
+        forged = layers_api({"hub": {"repo_id": "../../etc"}, "folder": "/etc"})
+
+    # Pulled from the Hub, so untrusted: the TorchScript int8 file is refused, the rest compared.
+    assert result["skeleton"] == "pytorch_float" and "pytorch_int8" not in result["matched"]
+    assert result["detail"]["layer"] == "fc" and weights["layer"] == "conv1"
+    assert any(note.startswith("pytorch_int8: skipped — refused") for note in result["notes"])
+    assert requests == []  # the commit is cached: nothing asked of the Hub
+    assert "error" in forged and "rows" not in forged
+
+
 def test_the_per_layer_table_highlights_each_variants_worst_layer(variant_folder: Path) -> None:
     import quantcore
     from gradio_app.inspect_views import WORST_CSS, _highlight_worst
