@@ -205,7 +205,7 @@ def weight_histogram_figure(
     centres = (hist.edges[:-1] + hist.edges[1:]) / 2
     width = float(hist.edges[1] - hist.edges[0])
     labels = list(hist.counts)
-    what = "stored integer" if raw_integers else "weight value (dequantized)"
+    what = "stored integer" if raw_integers else "weight value"
     if side_by_side and labels:
         figure = make_subplots(rows=1, cols=len(labels), shared_yaxes=True, subplot_titles=labels)
     else:
@@ -221,7 +221,9 @@ def weight_histogram_figure(
         else:
             figure.add_trace(bar)
     figure.update_layout(
-        title=f"{comparison.layer}: {what}s",
+        title=f"{comparison.layer}: stored integers"
+        if raw_integers
+        else f"{comparison.layer}: weights (float; dequantized for quantized variants)",
         barmode="overlay",
         bargap=0,
         legend_title="variant",
