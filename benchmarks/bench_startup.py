@@ -57,7 +57,11 @@ def main() -> None:
                 ours.append(app_s)
     ratio = median_ms(ours) / median_ms(baseline)
     print(f"median time to first 200: minimal Blocks {median_ms(baseline):.0f} ms, app.py {median_ms(ours):.0f} ms")
-    print(f"ratio app.py / minimal = {ratio:.2f} (target <= {TARGET}) -> {'OK' if ratio <= TARGET else 'OVER'}")
+    # The fastest run of each is the least disturbed by whatever else the machine is doing.
+    print(f"fastest: minimal Blocks {min(baseline) * 1000:.0f} ms, app.py {min(ours) * 1000:.0f} ms "
+          f"(ratio {min(ours) / min(baseline):.2f})")  # fmt: skip
+    verdict = "OK" if ratio <= TARGET else "OVER"
+    print(f"ratio app.py / minimal (medians) = {ratio:.2f} (target <= {TARGET}) -> {verdict}")
 
 
 if __name__ == "__main__":
