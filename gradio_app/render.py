@@ -25,6 +25,8 @@ from quantcore.errors import (
 MAX_SHOWN_CHARS = 300
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|~$:])")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]+")
+# Lone surrogates: how Python spells the undecodable bytes of a non-UTF-8 file name.
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 class Kind(StrEnum):
@@ -68,9 +70,14 @@ class Status:
         return ["qp-status", f"qp-status-{self.kind}"]
 
 
+def valid_text(text: str) -> str:
+    """``text`` with lone surrogates as U+FFFD: JSON and the browser need valid UTF-8, file names need not be."""
+    return _SURROGATES.sub("\N{REPLACEMENT CHARACTER}", text)
+
+
 def escape(text: object) -> str:
     """``text`` as inert Markdown: one line, shortened, HTML and Markdown syntax escaped."""
-    flat = _CONTROL_CHARS.sub(" ", str(text)).strip()
+    flat = _CONTROL_CHARS.sub(" ", valid_text(str(text))).strip()
     if len(flat) > MAX_SHOWN_CHARS:
         flat = flat[: MAX_SHOWN_CHARS - 1] + "…"
     return _MARKDOWN_SPECIALS.sub(r"\\\1", html.escape(flat, quote=False))
@@ -97,7 +104,7 @@ def error_status(exc: BaseException, *, what: str) -> Status:
     Only quantcore's own messages are shown; anything else is an internal fault
     whose details belong in the server log, not on the page.
     """
-    subject = escape(what) if what else "that request"
+    subject = escape(what) or "that request"  # a name of control characters only escapes to nothing
     if isinstance(exc, PathNotAllowedError):
         title = f"Not allowed: {subject}"
     elif isinstance(exc, ModelNotFoundError):
@@ -146,12 +153,26 @@ def loaded_status(summary: dict[str, Any], *, source: str) -> Status:
     return _status(Kind.SUCCESS, title, [which, *notes])
 
 
+def _valid_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, dict):
+        return {_valid_json(k): _valid_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_valid_json(v) for v in value]
+    return value
+
+
 def display_summary(summary: dict[str, Any], *, root: Path) -> dict[str, Any]:
-    """The summary as shown: the folder relative to the models root, so server paths stay private."""
+    """The summary as shown: the folder relative to the models root, so server paths stay private.
+
+    Every string is made valid UTF-8: a folder or file name that is not would
+    otherwise fail the whole response.
+    """
     shown = dict(summary)
     folder = summary.get("folder")
     if isinstance(folder, str):
         real_root = os.path.realpath(root)
         if Path(folder).is_relative_to(real_root):
             shown["folder"] = Path(folder).relative_to(real_root).as_posix()
-    return shown
+    return _valid_json(shown)
