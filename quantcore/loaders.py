@@ -220,7 +220,9 @@ def _load_torch(path: Path, *, trusted: bool) -> LoadedTorchModel:
     if storage is Storage.TORCHSCRIPT:
         if not trusted:
             raise _refuse(path, "a TorchScript archive")
-        return LoadedTorchModel(torch.jit.load(str(path), map_location="cpu"), storage)
+        # An open file, not the name: torch's C++ side cannot take a path that is not valid UTF-8.
+        with open(path, "rb") as handle:
+            return LoadedTorchModel(torch.jit.load(handle, map_location="cpu"), storage)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
