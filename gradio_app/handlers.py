@@ -64,11 +64,10 @@ def explorer_folder(selected: str, *, root: Path | None = None) -> list[str]:
     resolved; ``resolve_folder`` then checks the folder itself again.
 
     Raises:
-        PathNotAllowedError: the path is outside the models root.
+        PathNotAllowedError: the path is outside the models root, or not text a path can be.
     """
     root = Path(os.path.realpath(root or settings.current().models_root))
-    if "\x00" in selected or len(selected) > paths.MAX_PATH_CHARS:
-        raise PathNotAllowedError("path is not acceptable")
+    paths.require_text(selected)
     written = Path(os.path.abspath(os.path.join(root, selected)))
     if not written.is_relative_to(root):
         raise PathNotAllowedError("folder is outside the allowed folders")

@@ -33,16 +33,29 @@ def require_within(path: Path, roots: Iterable[Path], *, what: str = "path") -> 
     return resolved
 
 
+def require_text(item: object) -> str:
+    """``item`` if it is text the file system can take: no NUL, not over-long, encodable.
+
+    Raises:
+        PathNotAllowedError: anything else.
+    """
+    if not isinstance(item, str):
+        raise PathNotAllowedError("path must be text")
+    if "\x00" in item:
+        raise PathNotAllowedError("path contains a NUL byte")
+    if len(item) > MAX_PATH_CHARS:
+        raise PathNotAllowedError(f"path is longer than {MAX_PATH_CHARS} characters")
+    try:
+        os.fsencode(item)  # a lone surrogate outside surrogateescape's range would fail deep in os calls
+    except UnicodeEncodeError:
+        raise PathNotAllowedError("path is not valid text") from None
+    return item
+
+
 def _segments(relative: str | Sequence[str]) -> list[str]:
     raw = [relative] if isinstance(relative, str) else list(relative)
     parts: list[str] = []
-    for item in raw:
-        if not isinstance(item, str):
-            raise PathNotAllowedError("path must be text")
-        if "\x00" in item:
-            raise PathNotAllowedError("path contains a NUL byte")
-        if len(item) > MAX_PATH_CHARS:
-            raise PathNotAllowedError(f"path is longer than {MAX_PATH_CHARS} characters")
+    for item in map(require_text, raw):
         if item.startswith(("/", "\\")) or PurePosixPath(item).is_absolute() or ":" in item[:3]:
             raise PathNotAllowedError("absolute paths are not allowed; give a folder relative to the models folder")
         for part in item.replace("\\", "/").split("/"):
