@@ -121,11 +121,7 @@ def load_onnx_model(
         if not external_data_helper.uses_external_data(tensor):
             continue
         location = {e.key: e.value for e in tensor.external_data}.get("location", "")
-        target = Path(os.path.realpath(folder / location))
-        if not location or os.path.isabs(location) or not target.is_relative_to(root):
-            raise PathNotAllowedError(f"{path.name}: external data '{location}' points outside the model's folder")
-        if not target.is_file():
-            raise InvalidModelError(f"{path.name}: external data '{location}' is missing")
+        _check_external_data(path, location, folder=folder, root=root)
     try:
         external_data_helper.load_external_data_for_model(model, str(folder))
         onnx.checker.check_model(model, full_check=False)
@@ -135,6 +131,31 @@ def load_onnx_model(
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidModelError(f"{path.name}: ONNX check failed: {first_line[:300]}") from None
     return model
+
+
+def _check_external_data(model_path: Path, location: str, *, folder: Path, root: Path) -> None:
+    """Refuse an external data file unless it is a regular file of ``root`` with no other hard links.
+
+    A hard link inside the folder to a file elsewhere looks like any other file
+    there, so external data with other links is refused (ONNX itself refuses it
+    too, but only while reading it).
+    """
+    name = model_path.name
+    try:
+        target = Path(os.path.realpath(folder / location))
+        inside = bool(location) and not os.path.isabs(location) and target.is_relative_to(root)
+        stat = target.stat() if inside and target.exists() else None
+    except (ValueError, OSError):  # NUL bytes, names too long for the file system
+        raise PathNotAllowedError(f"{name}: an external data location is not a usable file name") from None
+    if not inside:
+        raise PathNotAllowedError(f"{name}: external data '{location}' points outside the model's folder")
+    if stat is None or not target.is_file():
+        raise InvalidModelError(f"{name}: external data '{location}' is missing or not a regular file")
+    if stat.st_nlink > 1:
+        raise PathNotAllowedError(
+            f"{name}: external data '{location}' has other hard links, so it may be a file from elsewhere; "
+            "copy it into the folder instead"
+        )
 
 
 # ------------------------------------------------------------------------ PyTorch
