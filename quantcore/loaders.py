@@ -81,8 +81,14 @@ def check_file(path: Path, *, max_bytes: int | None = None) -> int:
     if stat.st_size == 0:
         raise InvalidModelError(f"{path.name}: the file is empty")
     if stat.st_size > limit:
-        raise ModelTooLargeError(f"{path.name}: {stat.st_size / 2**20:.1f} MB is over the {limit / 2**20:.0f} MB limit")
+        raise ModelTooLargeError(f"{path.name}: {stat.st_size / 2**20:.1f} MB is over the {_megabytes(limit)} MB limit")
     return stat.st_size
+
+
+def _megabytes(size: int) -> str:
+    """512 MB as "512", a cap under 1 MB as "0.191" rather than "0"."""
+    megabytes = size / 2**20
+    return f"{megabytes:.0f}" if megabytes >= 10 else f"{megabytes:.3g}"
 
 
 # --------------------------------------------------------------------------- ONNX
