@@ -231,18 +231,39 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _load_variant(folder: Path, key: VariantKey, name: str, *, trusted: bool, confine_to: Path) -> VariantRecord:
+def _identity(stat: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells a file's bytes changed; ctime too, since ``cp -p`` rewrites in place and restores the mtime."""
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns
+
+
+def _load_variant(
+    folder: Path, key: VariantKey, name: str, *, trusted: bool, confine_to: Path, scanned: bool
+) -> VariantRecord:
     path = folder / name
     try:
         if not path.exists():
+            if scanned:  # it was there when the folder was listed
+                return VariantRecord(
+                    key, Status.ERROR, file=name,
+                    error=f"{name}: was removed while the folder was loading; select it again",
+                )  # fmt: skip
             return VariantRecord(key, Status.MISSING, file=name, error="listed in the manifest but not found")
         if not Path(os.path.realpath(path)).is_relative_to(confine_to):
             raise PathNotAllowedError(f"{name}: is a link to a file outside this folder")
+        before = path.stat()
         model, storage = LOADERS[key.format](path, trusted, confine_to)
         details = describe_onnx(model) if key.format is ModelFormat.ONNX else describe_torch(model)
+        sha256 = _sha256(path)
+        after = path.stat()
+        if _identity(before) != _identity(after):
+            # The model and the checksum may come from different files: show neither. The cache
+            # keeps this under the old fingerprint, which no longer matches, so the next request reloads.
+            return VariantRecord(
+                key, Status.ERROR, file=name, error=f"{name}: changed while it was loading; select the folder again"
+            )
         return VariantRecord(
-            key, Status.LOADED, file=name, model=model, bytes=path.stat().st_size,
-            sha256=_sha256(path), storage=storage, details=details,
+            key, Status.LOADED, file=name, model=model, bytes=after.st_size,
+            sha256=sha256, storage=storage, details=details,
         )  # fmt: skip
     except (UnsafeModelError, PathNotAllowedError) as exc:
         return VariantRecord(key, Status.REFUSED, file=name, error=str(exc))
@@ -259,7 +280,7 @@ def _load_folder(folder: Path, names: set[str], *, trusted: bool, confine_to: Pa
     started = time.perf_counter()
     stem, files, notes = discover_variant_files(folder, names)
     records = {
-        key: _load_variant(folder, key, files[key], trusted=trusted, confine_to=confine_to)
+        key: _load_variant(folder, key, files[key], trusted=trusted, confine_to=confine_to, scanned=files[key] in names)
         if key in files
         else VariantRecord(key, Status.MISSING)
         for key in VariantKey
@@ -296,7 +317,7 @@ def load_model_variants(
         trusted = current.trust_remote_models or resolved.is_relative_to(current.models_root)
     confine = Path(os.path.realpath(confine_to)) if confine_to is not None else resolved
     stats = _scan(resolved)
-    fingerprint = tuple(sorted((n, s.st_size, s.st_mtime_ns, s.st_ino) for n, s in stats.items()))
+    fingerprint = tuple(sorted((name, *_identity(stat)) for name, stat in stats.items()))
     if _CACHE.info().capacity != current.cache_size:
         _CACHE.resize(current.cache_size)
     loaded, hit = _CACHE.get(
