@@ -207,3 +207,15 @@ def test_a_pytorch_only_folder_takes_its_input_shape_from_the_first_conv(variant
     assert [d.variant for d in report.variants] == [VariantKey.PYTORCH_INT8]
     assert report.images == 8 and report.source.startswith("generated")
     assert all(db is not None and db > 15 for db in report.variants[0].sqnr_db)
+
+
+def test_a_qoperator_graphs_integer_activations_are_dequantized_and_compared(variant_folder: Path) -> None:
+    from tests.test_layers import _quantize_qoperator
+
+    _quantize_qoperator(variant_folder / "tiny.onnx", variant_folder / "tiny_uint8.onnx")
+    report = layer_drift(quantcore.load_model_variants(variant_folder), inputs=_generated(16), batch_size=8)
+    qop = next(d for d in report.variants if d.variant is VariantKey.ONNX_UINT8)
+
+    # Calibrated on 4 random images rather than the 8 of the QDQ variants, so not identical, but close.
+    assert all(db is not None and 15 < db < 80 for db in qop.sqnr_db), qop.sqnr_db
+    assert qop.agreement is not None and qop.agreement > 0.5
