@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "variants.json"
 MODEL_SUFFIXES = (".onnx", ".pt", ".pth")
+STEMS_NAMED = 5  # other stems named in the note; a folder of thousands would make it megabytes
 
 
 class VariantKey(StrEnum):
@@ -213,8 +214,10 @@ def discover_variant_files(
         stem = folder.name if folder.name in by_stem else max(sorted(by_stem), key=lambda s: len(by_stem[s]))
         files = dict(by_stem[stem])
         if len(by_stem) > 1:
-            others = ", ".join(s for s in sorted(by_stem) if s != stem)
-            notes.append(f"several model stems here; showing '{stem}' (also: {others})")
+            others = [s for s in sorted(by_stem) if s != stem]
+            named = ", ".join(others[:STEMS_NAMED])
+            more = f" and {len(others) - STEMS_NAMED:,} more" if len(others) > STEMS_NAMED else ""
+            notes.append(f"several model stems here; showing '{stem}' (also: {named}{more})")
     if MANIFEST_NAME in names:
         files.update(_read_manifest(folder, notes))
     return stem, files, notes
