@@ -1,0 +1,411 @@
+"""What each variant predicts: top-k for one image side by side, and the samples a quantized variant flips.
+
+Every loaded variant runs through one predictor per model (built once, kept
+in a small LRU: building an onnxruntime session costs 5-20 ms, more than a
+batch of ResNet8). Logits over a sample set are cached per (folder
+fingerprint, variant, samples, batch size) in ``quantcore.results_cache``, so
+the flip list and the accuracy table share one run of each variant.
+
+A quantized variant is compared with its float reference: the float model of
+its own format, else the other float (``quantcore.layers.reference_key``),
+so ``onnx_int8`` answers to ``onnx_float`` and ``pytorch_int8`` to ``pytorch_float``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from quantcore import evaluate, results_cache
+from quantcore.cache import SingleFlightLRU
+from quantcore.layers import reference_key
+from quantcore.model_input import InputSpec, SampleSet, to_model_input
+from quantcore.variants import ModelVariants, Status, VariantKey
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOP_K = 3
+MAX_TOP_K = 10
+PREDICTOR_CAPACITY = 16
+ProgressFn = Callable[[float, str], None]
+
+_PREDICTORS: SingleFlightLRU[tuple[Any, evaluate.Predictor]] = SingleFlightLRU(PREDICTOR_CAPACITY)
+
+
+def predictor_for(model: evaluate.Variant, *, threads: int = evaluate.DEFAULT_THREADS) -> evaluate.Predictor:
+    """The predictor of a loaded model, built on first use and then reused.
+
+    Raises:
+        InvalidModelError: onnxruntime cannot build a session for the model.
+    """
+    # Keyed by identity: the entry holds the model, so its id cannot be reused while cached.
+    entry, _ = _PREDICTORS.get(
+        (id(model), threads), None, lambda: (model, evaluate.make_predictor(model, threads=threads))
+    )
+    return entry[1]
+
+
+def predictor_cache_clear() -> None:
+    """Drop every cached predictor (sessions and module references)."""
+    _PREDICTORS.clear()
+
+
+def runnable(variants: ModelVariants) -> tuple[list[VariantKey], list[str]]:
+    """The loaded variants, in key order, and a note for each one that is not.
+
+    Returns:
+        The keys to run, and notes such as ``"onnx_uint8: missing — skipped"``.
+    """
+    keys, notes = [], []
+    for key, record in variants.records.items():
+        if record.status is Status.LOADED:
+            keys.append(key)
+        elif record.status is Status.MISSING and record.error is None:
+            notes.append(f"{key}: missing — skipped")
+        else:
+            notes.append(f"{key}: {record.status} ({record.error or 'no reason given'}) — skipped")
+    return keys, notes
+
+
+# ---------------------------------------------------------------- logits
+
+
+@dataclass(frozen=True)
+class VariantOutputs:
+    """Logits (N, classes) of every variant that ran over one sample set, and notes on the rest."""
+
+    logits: dict[VariantKey, np.ndarray]
+    seconds: dict[VariantKey, float]
+    notes: tuple[str, ...] = ()
+
+    def references(self) -> dict[VariantKey, VariantKey]:
+        """Each variant that has a float reference among those that ran, mapped to it."""
+        ran = list(self.logits)
+        return {k: ref for k in ran if (ref := reference_key(k, ran)) is not None}
+
+
+def _run_one(
+    predictor: evaluate.Predictor, inputs: np.ndarray, batch_size: int, report: Callable[[int], None]
+) -> np.ndarray:
+    batches = []
+    for start in range(0, len(inputs), batch_size):
+        batches.append(predictor(inputs[start : start + batch_size]))
+        report(min(start + batch_size, len(inputs)))
+    return np.concatenate(batches) if batches else np.empty((0, 0), dtype=np.float32)
+
+
+def variant_logits(
+    variants: ModelVariants,
+    samples: SampleSet,
+    spec: InputSpec,
+    *,
+    batch_size: int = evaluate.EVAL_BATCH_SIZE,
+    progress: ProgressFn | None = None,
+) -> VariantOutputs:
+    """Logits of every loaded variant over ``samples``, each cached once computed.
+
+    A variant that is missing, failed to load, or fails while running is left
+    out with a note; this does not raise for its sake.
+
+    Args:
+        variants: a loaded folder.
+        samples: uint8 images in the model's input shape (``folder_samples`` or a test set).
+        spec: the folder's input description (how pixels become input).
+        batch_size: images per call.
+        progress: called with (fraction done, message) after every batch.
+
+    Returns:
+        A ``VariantOutputs`` with one logits array per variant that ran.
+
+    Raises:
+        ValueError: ``batch_size`` is not positive.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    keys, notes = runnable(variants)
+    inputs: list[np.ndarray] = []  # the float input, made once and only if some variant must run
+    preprocessing = json.dumps(spec.preprocessing, sort_keys=True, default=str)
+    logits: dict[VariantKey, np.ndarray] = {}
+    seconds: dict[VariantKey, float] = {}
+    count = len(samples)
+    for position, key in enumerate(keys):
+
+        def report(done: int, position: int = position, key: VariantKey = key) -> None:
+            if progress is not None:
+                progress((position + done / max(count, 1)) / len(keys), f"{key}: {done} of {count} images")
+
+        def compute(key: VariantKey = key, report: Callable[[int], None] = report) -> tuple[np.ndarray, float]:
+            if not inputs:
+                inputs.append(to_model_input(samples.images, spec))
+            predictor = predictor_for(variants[key])
+            started = time.perf_counter()
+            out = _run_one(predictor, inputs[0], batch_size, report)
+            return out, time.perf_counter() - started
+
+        try:
+            settings = (str(key), samples.key, batch_size, preprocessing)
+            (logits[key], seconds[key]), _ = results_cache.cached(variants, "logits", settings, compute)
+        except Exception as exc:  # one failing variant must not end the others' run
+            logger.exception("running %s over %s failed", key, samples.description)
+            notes.append(f"{key}: failed while running ({type(exc).__name__}) — skipped")
+            continue
+        if logits[key].ndim != 2 or len(logits[key]) != count:
+            notes.append(f"{key}: gave output of shape {logits[key].shape}, not (images, classes) — skipped")
+            del logits[key], seconds[key]
+    return VariantOutputs(logits, seconds, tuple(notes))
+
+
+# ------------------------------------------------------------ one image
+
+
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis; rows that already are probabilities (>= 0, summing to 1) are kept."""
+    values = np.asarray(logits, dtype=np.float64)
+    if values.size and values.min() >= 0 and np.allclose(values.sum(axis=-1), 1.0, atol=1e-3):
+        return values
+    shifted = np.exp(values - values.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    index: int
+    name: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class VariantPrediction:
+    """One variant's top-k for one image, and whether its top-1 is its float reference's."""
+
+    variant: VariantKey
+    top: tuple[ClassScore, ...]
+    reference: VariantKey | None = None
+    agrees: bool | None = None  # None: no reference (a float model, or no float loaded)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Every variant's top-k for one image."""
+
+    source: str
+    pixels: np.ndarray = field(repr=False)  # uint8 (C, H, W): what the models saw
+    label: int | None
+    label_name: str | None
+    variants: tuple[VariantPrediction, ...]
+    notes: tuple[str, ...] = ()
+
+    def agreement_row(self) -> dict[str, str]:
+        """Per variant: agrees with its float reference, flips, or is the reference."""
+        row = {"rank": "agrees with float"}
+        for p in self.variants:
+            if p.agrees is None:
+                row[str(p.variant)] = "reference" if p.variant.value.endswith("_float") else "no float loaded"
+            else:
+                row[str(p.variant)] = f"{'✔ yes' if p.agrees else '✘ FLIPS'} (vs {p.reference})"
+        return row
+
+    def records(self) -> list[dict[str, str]]:
+        """Side by side: one row per rank, one column per variant ("Coat 91.2 %"), after the agreement row."""
+        rows = [self.agreement_row()]
+        for rank in range(max((len(p.top) for p in self.variants), default=0)):
+            row = {"rank": str(rank + 1)}
+            for p in self.variants:
+                score = p.top[rank] if rank < len(p.top) else None
+                row[str(p.variant)] = f"{score.name} {100 * score.probability:.1f} %" if score else ""
+            rows.append(row)
+        return rows
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: the image's source and label, and every variant's top-k."""
+        return {
+            "source": self.source,
+            "label": self.label,
+            "label_name": self.label_name,
+            "variants": {
+                str(p.variant): {
+                    "top_k": [
+                        {"class": s.index, "name": s.name, "probability": round(s.probability, 6)} for s in p.top
+                    ],
+                    "reference": str(p.reference) if p.reference else None,
+                    "agrees_with_float": p.agrees,
+                }
+                for p in self.variants
+            },
+            "notes": list(self.notes),
+        }
+
+
+def predict_image(
+    variants: ModelVariants,
+    pixels: np.ndarray,
+    spec: InputSpec,
+    *,
+    k: int = DEFAULT_TOP_K,
+    label: int | None = None,
+    label_names: tuple[str, ...] | None = None,
+    source: str = "image",
+) -> Prediction:
+    """Top-k classes of every loaded variant for one image, and whether each agrees with float.
+
+    Args:
+        variants: a loaded folder.
+        pixels: uint8 (C, H, W) in the model's input shape (a sample, or ``image_to_pixels``).
+        spec: the folder's input description.
+        k: how many classes per variant (1 to ``MAX_TOP_K``).
+        label: the true class, when known.
+        label_names: class names (default: the recorded ones, else ``class i``).
+        source: what the image is, for display.
+
+    Returns:
+        A ``Prediction``; variants that are missing or fail are skipped with a note.
+
+    Raises:
+        ValueError: ``k`` is out of range or ``pixels`` is not of the input shape.
+    """
+    if not 1 <= k <= MAX_TOP_K:
+        raise ValueError(f"k must be between 1 and {MAX_TOP_K}, got {k}")
+    if tuple(pixels.shape) != spec.shape or pixels.dtype != np.uint8:
+        raise ValueError(f"pixels must be uint8 {spec.shape}, got {pixels.dtype} {tuple(pixels.shape)}")
+    keys, notes = runnable(variants)
+    batch = to_model_input(pixels[None], spec)
+    top1: dict[VariantKey, int] = {}
+    scores: dict[VariantKey, tuple[ClassScore, ...]] = {}
+    for key in keys:
+        try:
+            logits = predictor_for(variants[key])(batch)
+        except Exception as exc:  # one failing variant must not hide the others
+            logger.exception("running %s on one image failed", key)
+            notes.append(f"{key}: failed while running ({type(exc).__name__}) — skipped")
+            continue
+        probs = probabilities(np.asarray(logits).reshape(1, -1))[0]
+        names = label_names if label_names is not None and len(label_names) == len(probs) else spec.names(len(probs))
+        order = np.argsort(-probs, kind="stable")[: min(k, len(probs))]
+        scores[key] = tuple(ClassScore(int(i), names[int(i)], float(probs[i])) for i in order)
+        top1[key] = int(order[0])
+    ran = list(scores)
+    results = []
+    for key in ran:
+        ref = reference_key(key, ran)
+        # onnx_float answers to pytorch_float: export fidelity, shown like any other agreement.
+        results.append(VariantPrediction(key, scores[key], ref, None if ref is None else top1[key] == top1[ref]))
+    label_name = None
+    if label is not None:
+        names = label_names or spec.class_names or ()
+        label_name = names[label] if 0 <= label < len(names) else f"class {label}"
+    return Prediction(source, pixels, label, label_name, tuple(results), tuple(notes))
+
+
+# ---------------------------------------------------------------- flips
+
+
+@dataclass(frozen=True)
+class Flip:
+    """A sample on which a quantized variant's top-1 differs from its float reference's."""
+
+    sample: int
+    variant: VariantKey
+    reference: VariantKey
+    reference_class: int
+    variant_class: int
+    label: int | None
+
+    @property
+    def effect(self) -> str:
+        """What the flip did to correctness ("now wrong", "now right", "both wrong", or "no label")."""
+        if self.label is None:
+            return "no label"
+        if self.reference_class == self.label:
+            return "now wrong"
+        return "now right" if self.variant_class == self.label else "both wrong"
+
+
+@dataclass(frozen=True)
+class FlipReport:
+    """Every flip over a sample set, per quantized variant."""
+
+    flips: tuple[Flip, ...]
+    images: int
+    source: str
+    class_names: tuple[str, ...]
+    compared: dict[VariantKey, VariantKey]  # variant -> its reference
+    notes: tuple[str, ...] = ()
+
+    def counts(self) -> dict[str, int]:
+        """Flips per compared variant (zero included)."""
+        counts = {str(k): 0 for k in self.compared}
+        for flip in self.flips:
+            counts[str(flip.variant)] += 1
+        return counts
+
+    def samples(self) -> list[int]:
+        """The flipped sample indices, each once, in order."""
+        return sorted({f.sample for f in self.flips})
+
+    def records(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """One row per (sample, variant) flip, by sample; the first ``limit`` rows."""
+        names = self.class_names
+        rows = [
+            {
+                "sample": f.sample,
+                "label": names[f.label] if f.label is not None else None,
+                "variant": str(f.variant),
+                "float says": names[f.reference_class],
+                "variant says": names[f.variant_class],
+                "effect": f.effect,
+                "reference": str(f.reference),
+            }
+            for f in self.flips
+        ]
+        return rows if limit is None else rows[:limit]
+
+    def as_dict(self, limit: int | None = None) -> dict[str, Any]:
+        """JSON-ready: counts per variant, the flips (up to ``limit``) and notes."""
+        return {
+            "images": self.images,
+            "source": self.source,
+            "compared": {str(k): str(v) for k, v in self.compared.items()},
+            "counts": self.counts(),
+            "total": len(self.flips),
+            "flips": self.records(limit),
+            "notes": list(self.notes),
+        }
+
+
+def find_flips(
+    outputs: VariantOutputs, samples: SampleSet, *, class_names: tuple[str, ...] | None = None
+) -> FlipReport:
+    """The samples on which each quantized variant's top-1 differs from its float reference's.
+
+    Args:
+        outputs: logits of the variants over ``samples`` (``variant_logits``).
+        samples: the sample set (its labels say whether a flip broke or fixed a prediction).
+        class_names: display names of the classes (default: the samples').
+
+    Returns:
+        A ``FlipReport``, flips ordered by sample then variant.
+    """
+    notes = list(outputs.notes)
+    compared = {k: ref for k, ref in outputs.references().items() if k.is_quantized}
+    for key in outputs.logits:
+        if key.is_quantized and key not in compared:
+            notes.append(f"{key}: no float variant to compare it with — skipped")
+    top = {k: np.argmax(v, axis=1) for k, v in outputs.logits.items()}
+    flips: list[Flip] = []
+    for key, ref in compared.items():
+        for i in np.flatnonzero(top[key] != top[ref]):
+            label = int(samples.labels[i]) if samples.labels is not None else None
+            flips.append(Flip(int(i), key, ref, int(top[ref][i]), int(top[key][i]), label))
+    order = list(VariantKey)
+    flips.sort(key=lambda f: (f.sample, order.index(f.variant)))
+    width = next((v.shape[1] for v in outputs.logits.values()), 0)
+    names = class_names or samples.label_names
+    if len(names) != width:
+        names = tuple(f"class {i}" for i in range(width))
+    return FlipReport(tuple(flips), len(samples), samples.description, names, compared, tuple(dict.fromkeys(notes)))
