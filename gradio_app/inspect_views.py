@@ -333,6 +333,9 @@ def build_inspect_views(summary: gr.JSON) -> InspectViews:
             error_summary = gr.Dataframe(label="Per variant", interactive=False, elem_id="qp-error-summary")
             error_table = gr.Dataframe(label="Per layer (dB); each variant's worst layer highlighted",
                                        interactive=False, elem_id="qp-error-table")  # fmt: skip
+        from gradio_app.compare_views import build_compare_views  # here, not at the top: it imports this module
+
+        build_compare_views(summary)
     views = InspectViews(
         layers_note, layers_table, layer_pick, layer_detail, weights_layer, weights_layout, weights_raw,
         weights_bins, weights_plot, weights_stats, weights_note, error_images, error_run, error_note, error_plot,
