@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "variants.json"
 MODEL_SUFFIXES = (".onnx", ".pt", ".pth")
+SIDECAR_MAX_BYTES = 1 << 20  # variants.json, model_card.json: a few kilobytes when genuine
 STEMS_NAMED = 5  # other stems named in the note; a folder of thousands would make it megabytes
 
 
@@ -149,11 +150,27 @@ def _parse_name(name: str) -> tuple[str, VariantKey] | None:
     return (base, default) if base else None
 
 
-def _read_manifest(folder: Path, notes: list[str]) -> dict[VariantKey, str]:
+def _read_json_sidecar(folder: Path, name: str, *, confine_to: Path, notes: list[str]) -> Any:
+    """The JSON in ``folder/name``, a small regular file inside ``confine_to``; else ``None`` and a note why not."""
+    path = folder / name
     try:
-        raw = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        notes.append(f"{MANIFEST_NAME} ignored: {type(exc).__name__}")
+        if not Path(os.path.realpath(path)).is_relative_to(confine_to):
+            reason = "it links outside this folder"
+        elif not path.is_file():
+            reason = "not a regular file"  # reading a FIFO would block for ever
+        elif path.stat().st_size > SIDECAR_MAX_BYTES:
+            reason = f"over {SIDECAR_MAX_BYTES >> 20} MB"
+        else:
+            return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = type(exc).__name__
+    notes.append(f"{name} ignored: {reason}")
+    return None
+
+
+def _read_manifest(folder: Path, notes: list[str], confine_to: Path) -> dict[VariantKey, str]:
+    raw = _read_json_sidecar(folder, MANIFEST_NAME, confine_to=confine_to, notes=notes)
+    if raw is None:
         return {}
     if not isinstance(raw, dict):
         notes.append(f"{MANIFEST_NAME} ignored: expected an object of variant -> file name")
@@ -193,11 +210,12 @@ def _scan(folder: Path) -> dict[str, os.stat_result]:
 
 
 def discover_variant_files(
-    folder: Path, names: set[str] | None = None
+    folder: Path, names: set[str] | None = None, *, confine_to: Path | None = None
 ) -> tuple[str | None, dict[VariantKey, str], list[str]]:
     """The stem, ``{variant: file name}`` and notes for a folder.
 
-    ``names`` (the folder's model-ish file names) may be passed to save a scan.
+    ``names`` (the folder's model-ish file names) may be passed to save a scan;
+    the manifest is read only if it resolves inside ``confine_to`` (default: ``folder``).
     """
     names = set(_scan(folder)) if names is None else names
     notes: list[str] = []
@@ -219,7 +237,7 @@ def discover_variant_files(
             more = f" and {len(others) - STEMS_NAMED:,} more" if len(others) > STEMS_NAMED else ""
             notes.append(f"several model stems here; showing '{stem}' (also: {named}{more})")
     if MANIFEST_NAME in names:
-        files.update(_read_manifest(folder, notes))
+        files.update(_read_manifest(folder, notes, Path(os.path.realpath(confine_to or folder))))
     return stem, files, notes
 
 
@@ -281,7 +299,7 @@ def _load_variant(
 
 def _load_folder(folder: Path, names: set[str], *, trusted: bool, confine_to: Path) -> LoadedFolder:
     started = time.perf_counter()
-    stem, files, notes = discover_variant_files(folder, names)
+    stem, files, notes = discover_variant_files(folder, names, confine_to=confine_to)
     records = {
         key: _load_variant(folder, key, files[key], trusted=trusted, confine_to=confine_to, scanned=files[key] in names)
         if key in files
