@@ -225,7 +225,7 @@ def _open_limited(source: str | os.PathLike[str] | bytes) -> Any:
         except OSError as exc:
             raise InvalidImageError(f"the image cannot be read: {exc.strerror}") from None
     if len(raw) > MAX_IMAGE_BYTES:
-        raise InvalidImageError(f"the image is over {MAX_IMAGE_BYTES // 2**20} MB")
+        raise InvalidImageError(f"the image file is over {MAX_IMAGE_BYTES:,} bytes")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -51,6 +51,20 @@ def predictor_for(model: evaluate.Variant, *, threads: int = evaluate.DEFAULT_TH
     return entry[1]
 
 
+def fixed_batch_size(model: Any) -> int | None:
+    """The batch size an ONNX graph's input fixes, if it fixes one (graphs exported for devices often say 1)."""
+    import onnx
+
+    if not isinstance(model, onnx.ModelProto):
+        return None
+    initializers = {t.name for t in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name not in initializers:
+            dims = value.type.tensor_type.shape.dim
+            return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+    return None
+
+
 def predictor_cache_clear() -> None:
     """Drop every cached predictor (sessions and module references)."""
     _PREDICTORS.clear()
@@ -145,7 +159,7 @@ def variant_logits(
                 inputs.append(to_model_input(samples.images, spec))
             predictor = predictor_for(variants[key])
             started = time.perf_counter()
-            out = _run_one(predictor, inputs[0], batch_size, report)
+            out = _run_one(predictor, inputs[0], fixed_batch_size(variants[key]) or batch_size, report)
             return out, time.perf_counter() - started
 
         try:

@@ -27,7 +27,7 @@ from quantcore.cache import SingleFlightLRU
 from quantcore.errors import DatasetError, ModelNotFoundError, PathNotAllowedError
 from quantcore.layers import reference_key
 from quantcore.model_input import SAMPLES_NAME, InputSpec, SampleSet, folder_samples, to_model_input
-from quantcore.predictions import VariantOutputs, predictor_for, runnable, variant_logits
+from quantcore.predictions import VariantOutputs, fixed_batch_size, predictor_for, runnable, variant_logits
 from quantcore.variants import ModelVariants, VariantKey
 
 if TYPE_CHECKING:
@@ -174,20 +174,6 @@ def _speed_inputs(variants: ModelVariants, spec: InputSpec, size: int) -> tuple[
     return rng.random((size, *spec.shape), dtype=np.float32), "generated uniform [0, 1) inputs"
 
 
-def _fixed_batch(model: Any) -> int | None:
-    """The batch size an ONNX graph's input fixes, if it fixes one (exported graphs often say 1)."""
-    import onnx
-
-    if not isinstance(model, onnx.ModelProto):
-        return None
-    initializers = {t.name for t in model.graph.initializer}
-    for value in model.graph.input:
-        if value.name not in initializers:
-            dims = value.type.tensor_type.shape.dim
-            return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
-    return None
-
-
 def measure_speeds(
     variants: ModelVariants,
     spec: InputSpec,
@@ -223,7 +209,7 @@ def measure_speeds(
             progress(step / len(batch_sizes), f"timing {len(keys)} variant(s) at batch {batch_size}, {runs} runs each")
         predictors: dict[str, evaluate.Predictor] = {}
         for key in keys:
-            fixed = _fixed_batch(variants[key])
+            fixed = fixed_batch_size(variants[key])
             if fixed is not None and fixed != batch_size:
                 notes.append(f"{key}: its graph fixes batch {fixed}; not timed at batch {batch_size}")
                 continue
