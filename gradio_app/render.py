@@ -147,7 +147,7 @@ def loaded_status(summary: dict[str, Any], *, source: str) -> Status:
     when = "from cache" if summary.get("cache_hit") else f"in {summary.get('load_seconds', 0):.2f} s"
     title = f"Loaded {len(loaded)} of {found} variants from {where} {when}"
     which = "Loaded: " + (", ".join(escape(k) for k in loaded) if loaded else "none")
-    problems = _variant_problems(summary)
+    problems = _variant_problems(summary) + [escape(warning) for warning in summary.get("warnings", [])]
     if problems:
         return _status(Kind.WARNING, title, [which, *problems, *notes])
     return _status(Kind.SUCCESS, title, [which, *notes])

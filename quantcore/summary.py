@@ -32,7 +32,9 @@ def get_model_summary(variants: ModelVariants) -> dict[str, Any]:
     Returns:
         ``{"total_loaded", "onnx_available", "pytorch_available", "folder",
         "stem", "trusted", "cache_hit", "load_seconds", "counts", "notes",
-        "variants": {key: {...}}}`` — every value JSON-serialisable.
+        "warnings", "variants": {key: {...}}}`` — every value JSON-serialisable.
+        ``warnings`` say where a file disagrees with what describes it (e.g. the
+        graph's input shape vs ``model_card.json``).
     """
     records = variants.records
     loaded = [r for r in records.values() if r.status is Status.LOADED]
@@ -48,5 +50,6 @@ def get_model_summary(variants: ModelVariants) -> dict[str, Any]:
         "load_seconds": round(variants.loaded.load_seconds, 4),
         "counts": counts,
         "notes": list(variants.loaded.notes),
+        "warnings": list(variants.loaded.warnings),
         "variants": {str(k): _variant_summary(r) for k, r in records.items()},
     }

@@ -34,6 +34,7 @@ from quantcore.loaders import LOADERS, ModelFormat
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "variants.json"
+CARD_NAME = "model_card.json"
 MODEL_SUFFIXES = (".onnx", ".pt", ".pth")
 SIDECAR_MAX_BYTES = 1 << 20  # variants.json, model_card.json: a few kilobytes when genuine
 STEMS_NAMED = 5  # other stems named in the note; a folder of thousands would make it megabytes
@@ -96,6 +97,7 @@ class LoadedFolder:
     records: dict[VariantKey, VariantRecord]
     load_seconds: float
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # the files disagree with what describes them
 
 
 class ModelVariants(Mapping[str, Any]):
@@ -195,7 +197,7 @@ def _scan(folder: Path) -> dict[str, os.stat_result]:
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
-                if entry.name == MANIFEST_NAME or entry.name.endswith(MODEL_SUFFIXES):
+                if entry.name in (MANIFEST_NAME, CARD_NAME) or entry.name.endswith(MODEL_SUFFIXES):
                     try:
                         found[entry.name] = entry.stat()
                     except OSError:
@@ -239,6 +241,70 @@ def discover_variant_files(
     if MANIFEST_NAME in names:
         files.update(_read_manifest(folder, notes, Path(os.path.realpath(confine_to or folder))))
     return stem, files, notes
+
+
+# ------------------------------------------------------ what the card says
+
+
+def _is_shape(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and 0 < len(value) <= 8
+        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value)
+    )
+
+
+def _card_shape(folder: Path, names: set[str], confine_to: Path, notes: list[str]) -> list[int] | None:
+    """The input shape (without the batch axis) that the folder's model card gives, if any."""
+    if CARD_NAME not in names:
+        return None
+    card = _read_json_sidecar(folder, CARD_NAME, confine_to=confine_to, notes=notes)
+    preprocessing = card.get("preprocessing") if isinstance(card, dict) else None
+    if not isinstance(preprocessing, dict) or "shape" not in preprocessing:
+        return None
+    if not _is_shape(preprocessing["shape"]):
+        notes.append(f"{CARD_NAME}: preprocessing.shape is not a list of sizes")
+        return None
+    return preprocessing["shape"]
+
+
+def _metadata_shape(details: dict[str, Any]) -> list[int] | None:
+    """The input shape an ONNX file's own ``preprocessing`` metadata gives, if any."""
+    raw = details.get("metadata", {}).get("preprocessing")
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else None
+    except (ValueError, RecursionError):
+        return None
+    shape = value.get("shape") if isinstance(value, dict) else None
+    return shape if _is_shape(shape) else None
+
+
+def _fits(dims: list[Any], expected: list[int]) -> bool:
+    if len(dims) == len(expected) + 1:
+        dims = dims[1:]  # the batch axis, which cards leave out
+    if len(dims) != len(expected):
+        return False
+    return all(not isinstance(d, int) or d == e for d, e in zip(dims, expected, strict=True))
+
+
+def _shape_text(dims: list[Any]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
+def _input_shape_warnings(records: dict[VariantKey, VariantRecord], card_shape: list[int] | None) -> list[str]:
+    """Where an ONNX graph's input disagrees with its metadata or the model card: a user would feed it wrongly."""
+    warnings = []
+    for record in records.values():
+        inputs = record.details.get("inputs") if record.status is Status.LOADED else None
+        if record.key.format is not ModelFormat.ONNX or not inputs:
+            continue
+        dims = inputs[0]["shape"]
+        for source, expected in (("its own metadata", _metadata_shape(record.details)), (CARD_NAME, card_shape)):
+            if expected is not None and not _fits(dims, expected):
+                warnings.append(
+                    f"{record.file}: the graph's input is {_shape_text(dims)} but {source} says {_shape_text(expected)}"
+                )
+    return warnings
 
 
 # --------------------------------------------------------------------- loading
@@ -306,9 +372,10 @@ def _load_folder(folder: Path, names: set[str], *, trusted: bool, confine_to: Pa
         else VariantRecord(key, Status.MISSING)
         for key in VariantKey
     }
+    warnings = _input_shape_warnings(records, _card_shape(folder, names, confine_to, notes))
     seconds = time.perf_counter() - started
     logger.info("loaded %s in %.2fs: %s", folder, seconds, {str(k): str(r.status) for k, r in records.items()})
-    return LoadedFolder(folder, stem, trusted, records, seconds, tuple(notes))
+    return LoadedFolder(folder, stem, trusted, records, seconds, tuple(notes), tuple(warnings))
 
 
 _CACHE: SingleFlightLRU[LoadedFolder] = SingleFlightLRU(settings.current().cache_size)
