@@ -1,0 +1,267 @@
+"""Accuracy & speed: figures equal a direct computation, speeds are measured, advice follows them, data is confined."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import quantcore
+from quantcore import datasets, results_cache
+from quantcore.errors import DatasetError, PathNotAllowedError
+from quantcore.model_input import folder_samples, input_spec
+from quantcore.scorecard import (
+    build_scorecard,
+    find_test_sets,
+    load_test_set,
+    measure_speeds,
+    per_class_accuracy,
+    scorecard_figure,
+    speed_advice,
+)
+from quantcore.variants import VariantKey
+from tests.test_predictions import build_flip_folder, direct_logits, gemm_model, stripe_weights, write_samples
+
+FLOAT, INT8, UINT8 = VariantKey.ONNX_FLOAT, VariantKey.ONNX_INT8, VariantKey.ONNX_UINT8
+PT_FLOAT, PT_INT8 = VariantKey.PYTORCH_FLOAT, VariantKey.PYTORCH_INT8
+
+
+def _direct_per_class(predicted: np.ndarray, labels: np.ndarray) -> list[float | None]:
+    out: list[float | None] = []
+    for c in range(10):
+        members = [i for i in range(len(labels)) if labels[i] == c]
+        out.append(sum(predicted[i] == c for i in members) / len(members) if members else None)
+    return out
+
+
+def test_accuracy_equals_a_direct_computation_over_samples_npz(variant_folder: Path) -> None:
+    data = write_samples(variant_folder, count=120)
+    variants = quantcore.load_model_variants(variant_folder)
+    spec = input_spec(variants)
+    samples, _ = folder_samples(variants, spec)
+    card = build_scorecard(variants, samples, spec, runs=1)
+
+    inputs = datasets.preprocess(data.images)
+    predicted = {str(k): np.argmax(direct_logits(variant_folder, str(k), inputs), axis=1) for k in VariantKey}
+    rows = {r["variant"]: r for r in card.records()}
+    assert set(rows) == {str(k) for k in VariantKey} and card.images == 120
+    assert rows["onnx_float"]["accuracy (%)"] == 60.0  # the labels were made to be 60 % the float model's answers
+    for score in card.scores:
+        mine = predicted[str(score.variant)]
+        assert score.correct == int(np.sum(mine == data.labels)), score.variant
+        assert score.accuracy == pytest.approx(np.mean(mine == data.labels)), score.variant
+        assert list(score.per_class) == pytest.approx(_direct_per_class(mine, data.labels)), score.variant
+        ref = {"onnx_float": "pytorch_float", "pytorch_float": None}.get(str(score.variant), score.reference)
+        assert (str(score.reference) if score.reference else None) == (str(ref) if ref else None)
+        if score.reference is not None:
+            assert score.agreement == pytest.approx(np.mean(mine == predicted[str(score.reference)]))
+        assert score.bytes == (variant_folder / score.file).stat().st_size
+    counts = np.bincount(data.labels, minlength=10)
+    assert [r["images"] for r in card.per_class_records()] == list(counts)
+    assert [r["class"] for r in card.per_class_records()] == list(datasets.FASHION_MNIST_LABELS)
+
+
+def test_speeds_are_measured_for_every_variant_and_batch_size(variant_folder: Path) -> None:
+    write_samples(variant_folder, count=64)
+    variants = quantcore.load_model_variants(variant_folder)
+    steps: list[float] = []
+    speeds = measure_speeds(variants, input_spec(variants), runs=1, progress=lambda f, _: steps.append(f))
+
+    assert set(speeds.images_per_second) == set(VariantKey)
+    for key, by_batch in speeds.images_per_second.items():
+        assert set(by_batch) == {1, 64}, key
+        assert all(np.isfinite(v) and v > 0 for v in by_batch.values()), key
+    assert speeds.runs == 1 and speeds.source == "the first 64 of samples.npz"
+    assert steps == [0.0, 0.5, 1.0]
+    with pytest.raises(ValueError, match="runs must be"):
+        measure_speeds(variants, input_spec(variants), runs=0)
+
+
+def test_a_slow_s8s8_variant_is_called_out_from_its_measured_speed(models_root: Path) -> None:
+    # The int8 graph does ~100x the float graph's work for the same answers: slower whatever the load.
+    folder = build_flip_folder(models_root / "slow", heavy_int8=True)
+    variants = quantcore.load_model_variants(folder)
+    spec = input_spec(variants)
+    samples, _ = folder_samples(variants, spec)
+    card = build_scorecard(variants, samples, spec, runs=5)
+
+    speeds = {s.variant: s.images_per_second for s in card.scores}
+    assert all(speeds[INT8][b] < speeds[FLOAT][b] for b in (1, 64))
+    advice = card.advice[0]
+    assert advice.startswith("onnx_int8 is slower than onnx_float at batch 1 (")
+    assert "int8 activations (S8S8)" in advice and "U8S8" in advice
+    assert f"onnx_uint8 runs at {speeds[UINT8][64]:,.0f} images/s here" in advice
+    # The U8S8 graph is float's plus a QDQ pair: whether it is called slower follows its own measurement.
+    uint8_slower = any(speeds[UINT8][b] < 0.95 * speeds[FLOAT][b] for b in (1, 64))
+    assert len(card.advice) == 1 + uint8_slower
+    assert not uint8_slower or card.advice[1].startswith("onnx_uint8 is slower than onnx_float")
+    rows = {r["variant"]: r for r in card.records()}
+    assert rows["onnx_int8"]["× float @64"] == round(speeds[INT8][64] / speeds[FLOAT][64], 2) < 0.5
+    assert rows["onnx_int8"]["accuracy (%)"] == 95.0 and rows["onnx_float"]["accuracy (%)"] == 100.0
+    assert card.per_class_records()[7]["onnx_int8"] == 50.0  # the flipped sample is one of class 7's two
+    figure = scorecard_figure(card)
+    assert [t.name for t in figure.data] == ["accuracy", "agreement with float", "batch 1", "batch 64"]
+    assert list(figure.data[3].y) == [speeds[k][64] for k in (FLOAT, INT8, UINT8)]
+
+
+def test_advice_names_the_faster_scheme_only_past_the_noise_margin() -> None:
+    types = {INT8: "int8", UINT8: "uint8"}
+    close = speed_advice({FLOAT: {64: 1000.0}, INT8: {64: 970.0}}, types)
+    s8s8 = speed_advice({FLOAT: {1: 900.0, 64: 1000.0}, INT8: {1: 1000.0, 64: 500.0}}, types)
+    torch_int8 = speed_advice({PT_FLOAT: {64: 800.0}, PT_INT8: {64: 400.0}, UINT8: {64: 1600.0}, FLOAT: {64: 1000.0}})
+    nothing_faster = speed_advice({PT_FLOAT: {1: 800.0}, PT_INT8: {1: 400.0}})
+
+    assert close == []
+    assert s8s8 == ["onnx_int8 is slower than onnx_float at batch 64 (500 vs 1,000 images/s). It has int8 activations "
+                    "(S8S8), which onnxruntime runs slowly on x86 — it can leave convs in float. Quantize with uint8 "
+                    "activations instead (U8S8: quantize_static(..., activation_type=QuantType.QUInt8))."]  # fmt: skip
+    assert torch_int8 == ["pytorch_int8 is slower than pytorch_float at batch 64 (400 vs 800 images/s). The "
+                          "fastest variant measured at batch 64 is onnx_uint8 (1,600 images/s): consider its scheme."
+                          ]  # fmt: skip
+    assert nothing_faster[0].endswith("No quantized variant beats pytorch_float at batch 1 on this machine.")
+
+
+def test_per_class_accuracy_of_a_hand_counted_case() -> None:
+    logits = np.eye(3)[[0, 0, 1, 2, 2]]
+    labels = np.array([0, 1, 1, 2, 0])
+    assert per_class_accuracy(logits, labels, 4) == (0.5, 0.5, 1.0, None)
+
+
+def test_a_broken_variant_is_skipped_with_a_note(models_root: Path) -> None:
+    folder = build_flip_folder(models_root / "broken")
+    (folder / "flip_uint8.onnx").write_bytes(b"\x00garbage")
+    variants = quantcore.load_model_variants(folder)
+    spec = input_spec(variants)
+    samples, _ = folder_samples(variants, spec)
+    card = build_scorecard(variants, samples, spec, runs=2)
+
+    assert [str(s.variant) for s in card.scores] == ["onnx_float", "onnx_int8"]
+    assert any(n.startswith("onnx_uint8: error (") for n in card.notes)
+    assert "pytorch_int8: missing — skipped" in card.notes
+
+
+def test_speeds_are_cached_per_folder_and_runs(models_root: Path) -> None:
+    from quantcore.scorecard import cached_speeds
+
+    variants = quantcore.load_model_variants(build_flip_folder(models_root / "cached"))
+    spec = input_spec(variants)
+    first, hit_first = cached_speeds(variants, spec, runs=2)
+    again, hit_again = cached_speeds(variants, spec, runs=2)
+    other, hit_other = cached_speeds(variants, spec, runs=3)
+
+    assert (hit_first, hit_again, hit_other) == (False, True, False)
+    assert again is first and other.runs == 3
+
+
+# -------------------------------------------------------------------- test sets
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = b"\x00\x00\x08" + bytes([array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_fashion_test_set(folder: Path, count: int = 30, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """A small Fashion-MNIST-layout test split (gzipped IDX); returns its 28x28 images and labels."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+    labels = (np.arange(count) % 10).astype(np.uint8)
+    _write_idx(folder / "t10k-images-idx3-ubyte.gz", images)
+    _write_idx(folder / "t10k-labels-idx1-ubyte.gz", labels)
+    return images, labels
+
+
+def test_a_full_test_set_in_an_allowed_root_is_scored_like_a_direct_computation(variant_folder: Path) -> None:
+    images, labels = write_fashion_test_set(variant_folder.parent / "data" / "fashion")
+    variants = quantcore.load_model_variants(variant_folder)
+    spec = input_spec(variants)
+    test_set = load_test_set("data/fashion", spec)  # relative: to the models root
+    card = build_scorecard(variants, test_set, spec, runs=1)
+
+    assert variant_folder.parent / "data" / "fashion" in find_test_sets()
+    assert test_set.description.startswith("Fashion-MNIST (gzipped IDX) test split, 30 images")
+    inputs = datasets.preprocess(datasets.grey_to_rgb32(images))
+    for score in card.scores:
+        predicted = np.argmax(direct_logits(variant_folder, str(score.variant), inputs), axis=1)
+        assert score.correct == int(np.sum(predicted == labels)), score.variant
+
+
+def test_test_sets_outside_the_allowed_roots_are_refused(models_root: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    write_fashion_test_set(outside)
+    os.symlink(outside, models_root / "link")
+    spec = input_spec(quantcore.load_model_variants(build_flip_folder(models_root / "m")))
+
+    for name in (str(outside), "link", "../elsewhere", "/etc", "m/\x00"):
+        with pytest.raises(PathNotAllowedError):
+            load_test_set(name, spec)
+    with pytest.raises(DatasetError, match="no test set in that folder"):
+        load_test_set("m", spec)
+
+
+class _Exploit:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("touch pwned",))
+
+
+def test_a_hostile_cifar_pickle_is_refused_and_a_real_one_read(models_root: Path, tmp_path: Path) -> None:
+    spec = input_spec(quantcore.load_model_variants(build_flip_folder(models_root / "m")))
+    hostile = models_root / "hostile"
+    hostile.mkdir()
+    (hostile / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a"]}, protocol=2))
+    (hostile / "test_batch").write_bytes(pickle.dumps(_Exploit(), protocol=2))
+    real = models_root / "cifar-10-batches-py"
+    real.mkdir()
+    names = [f"c{i}".encode() for i in range(10)]
+    (real / "batches.meta").write_bytes(pickle.dumps({b"label_names": names}, protocol=2))
+    data = np.random.default_rng(0).integers(0, 256, (12, 3072), dtype=np.uint8)
+    (real / "test_batch").write_bytes(pickle.dumps({b"data": data, b"labels": [*range(10), 0, 1]}, protocol=2))
+
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with pytest.raises(DatasetError, match=r"refusing to load (posix|os)\.system"):
+            load_test_set("hostile", spec)
+    finally:
+        os.chdir(cwd)
+    loaded = load_test_set(str(real), spec)
+
+    assert not (tmp_path / "pwned").exists()
+    assert len(loaded) == 12 and loaded.label_names == tuple(n.decode() for n in names)
+    np.testing.assert_array_equal(loaded.images.reshape(12, -1), data)
+
+
+def test_the_scorecard_handler_answers_errors_and_json(variant_folder: Path) -> None:
+    from gradio_app.compare_views import scorecard_api
+
+    write_samples(variant_folder, count=32)
+    result = scorecard_api("tiny", "", 2)
+    cached = results_cache.cache_info().hits
+    again = scorecard_api("tiny", "", 2)
+
+    assert [r["variant"] for r in result["table"]] == [str(k) for k in VariantKey]
+    assert result["source"] == "samples.npz (32 images)" and len(result["per_class"]) == 10
+    assert result["speed"]["runs"] == 2 and result["speed"]["batch_sizes"] == [1, 64]
+    assert again == result and results_cache.cache_info().hits >= cached + 6  # five variants' logits and the speeds
+    assert "outside the allowed folders" in scorecard_api("tiny", "/etc", 2)["error"]
+    assert "runs must be between 1 and 500" in scorecard_api("tiny", "", 0)["error"]
+    assert "Load a folder" in scorecard_api(None)["error"]
+
+
+def test_a_graph_with_a_fixed_batch_is_timed_at_that_batch_only(models_root: Path) -> None:
+    folder = models_root / "fixed"
+    folder.mkdir()
+    onnx.save(gemm_model(stripe_weights(), batch=1), folder / "fixed.onnx")
+    variants = quantcore.load_model_variants(folder)
+    speeds = measure_speeds(variants, input_spec(variants), runs=2)
+
+    assert set(speeds.images_per_second[FLOAT]) == {1}
+    assert "onnx_float: its graph fixes batch 1; not timed at batch 64" in speeds.notes
+    assert speeds.source == "generated uniform [0, 1) inputs"
