@@ -68,7 +68,7 @@ def check_file(path: Path, *, max_bytes: int | None = None) -> int:
     """The size of ``path`` after checking it is a readable regular file under the cap.
 
     Raises:
-        ModelNotFoundError: missing or not a regular file.
+        ModelNotFoundError: missing, not a regular file, or cannot be opened (permissions).
         ModelTooLargeError: over ``max_bytes`` (default: the configured cap).
     """
     limit = settings.current().max_model_bytes if max_bytes is None else max_bytes
@@ -82,6 +82,11 @@ def check_file(path: Path, *, max_bytes: int | None = None) -> int:
         raise InvalidModelError(f"{path.name}: the file is empty")
     if stat.st_size > limit:
         raise ModelTooLargeError(f"{path.name}: {stat.st_size / 2**20:.1f} MB is over the {_megabytes(limit)} MB limit")
+    try:  # said here, not as "not a valid ONNX file" by a loader that could not open it
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ModelNotFoundError(f"{path.name}: {exc.strerror or 'cannot be read'}") from None
     return stat.st_size
 
 
