@@ -18,6 +18,7 @@ or summary built here contains it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -55,6 +56,9 @@ MAX_SUBFOLDER_CHARS = 300
 _REVISION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 _GLOB_CHARS = frozenset("*?[]")
+# Writing the cache failed: said as such, not as a download that "broke off".
+_CACHE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_CACHE_READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 @dataclass(frozen=True)
@@ -342,6 +346,16 @@ def _translate(
         if status == 401:
             return RepoNotFoundError(f"{where} refused access to '{repo_id}' (401): {access}.")
         return HubError(f"The Hub at {where} answered {status} while pulling {at}; try again later.")
+    if isinstance(exc, OSError) and exc.errno in _CACHE_FULL_ERRNOS:
+        return HubError(
+            f"Cannot pull {at}: the local Hugging Face cache (HF_HUB_CACHE) is full ({exc.strerror}); nothing "
+            "partial was kept. Free space there, or point HF_HUB_CACHE at a larger disk, then pull again."
+        )
+    if isinstance(exc, OSError) and exc.errno in _CACHE_READ_ONLY_ERRNOS:
+        return HubError(
+            f"Cannot pull {at}: the local Hugging Face cache (HF_HUB_CACHE) cannot be written ({exc.strerror}). "
+            "Point HF_HUB_CACHE at a writable folder, then pull again."
+        )
     if isinstance(exc, httpx2.TransportError | OSError):
         return HubUnreachableError(
             f"The download of {at} from {where} broke off ({type(exc).__name__}); nothing partial was kept. Pull again."
