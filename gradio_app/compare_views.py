@@ -346,7 +346,7 @@ def build_compare_views(summary: gr.JSON) -> CompareViews:
         pred_note = gr.Markdown(render.info(NOTHING_LOADED).markdown, elem_id="qp-pred-note")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
-                gallery = gr.Gallery(label="Samples (click one)", columns=10, height=260, allow_preview=False,
+                gallery = gr.Gallery(label="Samples (click one)", columns=8, height=300, allow_preview=False,
                                      format="png", elem_id="qp-pred-gallery")  # fmt: skip
                 with gr.Row():
                     sample = gr.Number(label="Sample #", value=0, precision=0, minimum=0, elem_id="qp-pred-sample")
