@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -408,6 +408,56 @@ def per_class_accuracy(logits: np.ndarray, labels: np.ndarray, classes: int) -> 
     return tuple(float(hits[c] / counts[c]) if counts[c] else None for c in range(classes))
 
 
+@dataclass(frozen=True)
+class AccuracyResult:
+    """Accuracy, per-class accuracy and agreement of every variant that ran (no speeds yet)."""
+
+    scores: tuple[VariantScore, ...]
+    class_names: tuple[str, ...]
+    class_counts: tuple[int, ...]
+    notes: tuple[str, ...] = ()
+
+
+def score_accuracy(
+    variants: ModelVariants, samples: SampleSet, spec: InputSpec, *, progress: ProgressFn | None = None
+) -> AccuracyResult:
+    """Accuracy, per-class accuracy, agreement with float and file size of every loaded variant.
+
+    Args:
+        variants: a loaded folder.
+        samples: labelled images (``folder_samples`` or ``load_test_set``).
+        spec: the folder's input description.
+        progress: called with (fraction done, message) after every batch.
+
+    Returns:
+        An ``AccuracyResult``; skipped variants are in its notes, never raised.
+
+    Raises:
+        ValueError: the samples carry no labels.
+    """
+    if samples.labels is None:
+        raise ValueError("accuracy needs labelled samples")
+    outputs: VariantOutputs = variant_logits(variants, samples, spec, progress=progress)
+    notes = list(outputs.notes)
+    width = max((v.shape[1] for v in outputs.logits.values()), default=len(samples.label_names))
+    names = samples.label_names if len(samples.label_names) == width else spec.names(width)
+    if len(samples.label_names) != width:
+        notes.append(f"the samples name {len(samples.label_names)} classes; the models output {width}")
+    labels = samples.labels
+    references = outputs.references()
+    scores = []
+    for key, logits in outputs.logits.items():
+        record, ref = variants.records[key], references.get(key)
+        agreement = evaluate.agreement(logits, outputs.logits[ref]) if ref is not None else None
+        correct = int(np.sum(np.argmax(logits, axis=1) == labels))
+        scores.append(VariantScore(
+            key, record.file, record.bytes, correct, evaluate.accuracy(logits, labels),
+            per_class_accuracy(logits, labels, width), ref, agreement,
+        ))  # fmt: skip
+    counts = tuple(int(n) for n in np.bincount(labels, minlength=width)[:width])
+    return AccuracyResult(tuple(scores), names, counts, tuple(notes))
+
+
 def build_scorecard(
     variants: ModelVariants,
     samples: SampleSet,
@@ -431,8 +481,6 @@ def build_scorecard(
     Raises:
         ValueError: the samples carry no labels, or ``runs`` is out of range.
     """
-    if samples.labels is None:
-        raise ValueError("accuracy needs labelled samples")
     if not 1 <= runs <= MAX_RUNS:
         raise ValueError(f"runs must be between 1 and {MAX_RUNS}, got {runs}")
 
@@ -441,30 +489,14 @@ def build_scorecard(
             return None
         return lambda fraction, message: progress(start + span * fraction, message)
 
-    outputs: VariantOutputs = variant_logits(variants, samples, spec, progress=part(0.0, 0.6))
+    accuracy = score_accuracy(variants, samples, spec, progress=part(0.0, 0.6))
     speeds, _ = cached_speeds(variants, spec, runs=runs, progress=part(0.6, 0.4))
-    notes = list(dict.fromkeys([*outputs.notes, *speeds.notes]))
-    width = max((v.shape[1] for v in outputs.logits.values()), default=len(samples.label_names))
-    names = samples.label_names if len(samples.label_names) == width else spec.names(width)
-    if len(samples.label_names) != width:
-        notes.append(f"the samples name {len(samples.label_names)} classes; the models output {width}")
-    labels = samples.labels
-    references = outputs.references()
-    scores = []
-    for key in outputs.logits:
-        logits, record = outputs.logits[key], variants.records[key]
-        ref = references.get(key)
-        agreement = evaluate.agreement(logits, outputs.logits[ref]) if ref is not None else None
-        correct = int(np.sum(np.argmax(logits, axis=1) == labels))
-        scores.append(VariantScore(
-            key, record.file, record.bytes, correct, evaluate.accuracy(logits, labels),
-            per_class_accuracy(logits, labels, width), ref, agreement, speeds.images_per_second.get(key, {}),
-        ))  # fmt: skip
+    scores = tuple(replace(s, images_per_second=speeds.images_per_second.get(s.variant, {})) for s in accuracy.scores)
     activation_types = {k: _activation_type(variants, k) for k in speeds.images_per_second}
     advice = speed_advice(speeds.images_per_second, activation_types)
-    counts = tuple(int(n) for n in np.bincount(labels, minlength=width)[:width])
-    return Scorecard(tuple(scores), len(samples), samples.description, names, counts, speeds, tuple(advice),
-                     tuple(notes))  # fmt: skip
+    notes = tuple(dict.fromkeys([*accuracy.notes, *speeds.notes]))
+    return Scorecard(scores, len(samples), samples.description, accuracy.class_names, accuracy.class_counts, speeds,
+                     tuple(advice), notes)  # fmt: skip
 
 
 # ---------------------------------------------------------------------- chart
