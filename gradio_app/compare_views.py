@@ -312,7 +312,8 @@ def _scorecard_page(source: Any, test_set: Any, runs: Any,
     except Exception as exc:  # shown in the note: a handler never raises
         return gr.Markdown(_failure(exc, "the accuracy and speed run"), elem_classes=[]), None, pd.DataFrame(), \
             pd.DataFrame()  # fmt: skip
-    lines = [*card.advice, *_fastest(card),
+    advice = [line for a in card.advice for line in (a.finding, a.suggestion) if line]
+    lines = [*advice, *_fastest(card),
              f"Speed: median of {card.speeds.runs} runs per batch size, variants taking turns, "
              f"{card.speeds.threads} threads, on {card.speeds.source}.", *card.notes]  # fmt: skip
     title = f"Accuracy and speed on {card.source}"
@@ -346,7 +347,7 @@ def build_compare_views(summary: gr.JSON) -> CompareViews:
         pred_note = gr.Markdown(render.info(NOTHING_LOADED).markdown, elem_id="qp-pred-note")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
-                gallery = gr.Gallery(label="Samples (click one)", columns=8, height=300, allow_preview=False,
+                gallery = gr.Gallery(label="Samples (click one)", columns=6, height=320, allow_preview=False,
                                      format="png", elem_id="qp-pred-gallery")  # fmt: skip
                 with gr.Row():
                     sample = gr.Number(label="Sample #", value=0, precision=0, minimum=0, elem_id="qp-pred-sample")

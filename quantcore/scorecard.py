@@ -262,10 +262,22 @@ def _activation_type(variants: ModelVariants, key: VariantKey) -> str | None:
     return quantization.get("activation_type") if isinstance(quantization, dict) else None
 
 
+@dataclass(frozen=True)
+class SpeedAdvice:
+    """A quantized variant slower than its float reference: what was measured, and what to do."""
+
+    variant: VariantKey
+    finding: str
+    suggestion: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.finding} {self.suggestion}" if self.suggestion else self.finding
+
+
 def speed_advice(
     speeds: dict[VariantKey, dict[int, float]], activation_types: dict[VariantKey, str | None] | None = None
-) -> list[str]:
-    """Plain sentences for every quantized variant that runs slower than its float reference.
+) -> list[SpeedAdvice]:
+    """Advice for every quantized variant that runs slower than its float reference.
 
     A variant is slower at a batch size when its images/s is under ``SLOWER_MARGIN``
     times its reference's. An ONNX variant with int8 activations (S8S8) is told
@@ -277,7 +289,7 @@ def speed_advice(
         activation_types: per variant, ``"int8"``/``"uint8"``/None (from the loaded graph).
 
     Returns:
-        One sentence per slower variant (empty when none is).
+        One ``SpeedAdvice`` per slower variant (empty when none is).
     """
     activation_types = activation_types or {}
     measured = list(speeds)
@@ -294,27 +306,28 @@ def speed_advice(
         if not slower:
             continue
         where = " and ".join(f"batch {b} ({ips:,.0f} vs {ref_ips:,.0f} images/s)" for b, ips, ref_ips in slower)
-        sentence = f"{key} is slower than {ref} at {where}."
+        finding = f"{key} is slower than {ref} at {where}."
         batch = slower[-1][0]
+        suggestion = None
         if key.format.value == "onnx" and activation_types.get(key) == "int8":
             uint8 = next((k for k in measured if k.format.value == "onnx" and activation_types.get(k) == "uint8"), None)
-            sentence += (
-                " It has int8 activations (S8S8), which onnxruntime runs slowly on x86 — it can leave convs in float. "
-                "Quantize with uint8 activations instead (U8S8: quantize_static(..., activation_type=QuantType.QUInt8))"
+            suggestion = (
+                "Its int8 activations (S8S8) run slowly in onnxruntime on x86 (it can leave convs in float): "
+                "quantize with uint8 activations instead — U8S8, activation_type=QuantType.QUInt8"
             )
             if uint8 is not None and batch in speeds[uint8]:
                 ratio = speeds[uint8][batch] / speeds[ref][batch]
-                sentence += f"; {uint8} runs at {speeds[uint8][batch]:,.0f} images/s here, {ratio:.2f}× float."
+                suggestion += f"; {uint8} runs at {speeds[uint8][batch]:,.0f} images/s here, {ratio:.2f}× float."
             else:
-                sentence += "."
+                suggestion += "."
         else:
             fastest = max((k for k in measured if batch in speeds[k]), key=lambda k: speeds[k][batch])
             if fastest.is_quantized and fastest is not key:
-                sentence += f" The fastest variant measured at batch {batch} is {fastest} "
-                sentence += f"({speeds[fastest][batch]:,.0f} images/s): consider its scheme."
+                suggestion = (f"The fastest variant measured at batch {batch} is {fastest} "
+                              f"({speeds[fastest][batch]:,.0f} images/s): consider its scheme.")  # fmt: skip
             elif not fastest.is_quantized:
-                sentence += f" No quantized variant beats {fastest} at batch {batch} on this machine."
-        advice.append(sentence)
+                suggestion = f"No quantized variant beats {fastest} at batch {batch} on this machine."
+        advice.append(SpeedAdvice(key, finding, suggestion))
     return advice
 
 
@@ -350,7 +363,7 @@ class Scorecard:
     class_names: tuple[str, ...]
     class_counts: tuple[int, ...]
     speeds: Speeds
-    advice: tuple[str, ...]
+    advice: tuple[SpeedAdvice, ...]
     notes: tuple[str, ...] = ()
 
     def records(self) -> list[dict[str, Any]]:
@@ -395,7 +408,7 @@ class Scorecard:
             "per_class": self.per_class_records(),
             "speed": {"runs": self.speeds.runs, "threads": self.speeds.threads, "inputs": self.speeds.source,
                       "batch_sizes": list(BATCH_SIZES), "statistic": "median run; variants take turns"},
-            "advice": list(self.advice),
+            "advice": [str(a) for a in self.advice],
             "notes": list(self.notes),
         }  # fmt: skip
 

@@ -93,13 +93,13 @@ def test_a_slow_s8s8_variant_is_called_out_from_its_measured_speed(models_root: 
     speeds = {s.variant: s.images_per_second for s in card.scores}
     assert all(speeds[INT8][b] < speeds[FLOAT][b] for b in (1, 64))
     advice = card.advice[0]
-    assert advice.startswith("onnx_int8 is slower than onnx_float at batch 1 (")
-    assert "int8 activations (S8S8)" in advice and "U8S8" in advice
-    assert f"onnx_uint8 runs at {speeds[UINT8][64]:,.0f} images/s here" in advice
+    assert advice.variant is INT8 and advice.finding.startswith("onnx_int8 is slower than onnx_float at batch 1 (")
+    assert "int8 activations (S8S8)" in advice.suggestion and "U8S8" in advice.suggestion
+    assert f"onnx_uint8 runs at {speeds[UINT8][64]:,.0f} images/s here" in advice.suggestion
     # The U8S8 graph is float's plus a QDQ pair: whether it is called slower follows its own measurement.
     uint8_slower = any(speeds[UINT8][b] < 0.95 * speeds[FLOAT][b] for b in (1, 64))
     assert len(card.advice) == 1 + uint8_slower
-    assert not uint8_slower or card.advice[1].startswith("onnx_uint8 is slower than onnx_float")
+    assert not uint8_slower or card.advice[1].finding.startswith("onnx_uint8 is slower than onnx_float")
     rows = {r["variant"]: r for r in card.records()}
     assert rows["onnx_int8"]["× float @64"] == round(speeds[INT8][64] / speeds[FLOAT][64], 2) < 0.5
     assert rows["onnx_int8"]["accuracy (%)"] == 95.0 and rows["onnx_float"]["accuracy (%)"] == 100.0
@@ -117,13 +117,16 @@ def test_advice_names_the_faster_scheme_only_past_the_noise_margin() -> None:
     nothing_faster = speed_advice({PT_FLOAT: {1: 800.0}, PT_INT8: {1: 400.0}})
 
     assert close == []
-    assert s8s8 == ["onnx_int8 is slower than onnx_float at batch 64 (500 vs 1,000 images/s). It has int8 activations "
-                    "(S8S8), which onnxruntime runs slowly on x86 — it can leave convs in float. Quantize with uint8 "
-                    "activations instead (U8S8: quantize_static(..., activation_type=QuantType.QUInt8))."]  # fmt: skip
-    assert torch_int8 == ["pytorch_int8 is slower than pytorch_float at batch 64 (400 vs 800 images/s). The "
-                          "fastest variant measured at batch 64 is onnx_uint8 (1,600 images/s): consider its scheme."
-                          ]  # fmt: skip
-    assert nothing_faster[0].endswith("No quantized variant beats pytorch_float at batch 1 on this machine.")
+    assert [str(a) for a in s8s8] == [
+        "onnx_int8 is slower than onnx_float at batch 64 (500 vs 1,000 images/s). Its int8 activations (S8S8) run "
+        "slowly in onnxruntime on x86 (it can leave convs in float): quantize with uint8 activations instead — U8S8, "
+        "activation_type=QuantType.QUInt8."
+    ]
+    assert torch_int8[0].finding == "pytorch_int8 is slower than pytorch_float at batch 64 (400 vs 800 images/s)."
+    assert torch_int8[0].suggestion == (
+        "The fastest variant measured at batch 64 is onnx_uint8 (1,600 images/s): consider its scheme."
+    )
+    assert nothing_faster[0].suggestion == "No quantized variant beats pytorch_float at batch 1 on this machine."
 
 
 def test_per_class_accuracy_of_a_hand_counted_case() -> None:
