@@ -26,7 +26,7 @@ import gradio as gr
 import pandas as pd
 
 from gradio_app import render
-from quantcore import QuantcoreError, load_model_variants, paths, settings
+from quantcore import QuantcoreError, load_model_variants, paths
 from quantcore.drift import DEFAULT_IMAGES, DriftReport, drift_figure, layer_drift
 from quantcore.layers import LayerTable, build_layer_table
 from quantcore.results_cache import cached
@@ -76,14 +76,11 @@ class _NothingLoaded(Exception):
 
 
 def _hub_variants(hub: dict[str, Any]) -> ModelVariants:
-    from quantcore.hub import pull_model_variants  # imported on use: it brings in huggingface_hub
+    from quantcore.hub import load_pulled_variants  # imported on use: it brings in huggingface_hub
 
     # The commit pins exactly what was loaded; a cached snapshot is re-used without a request.
-    pulled = pull_model_variants(
-        hub.get("repo_id"), revision=hub.get("commit") or hub.get("revision_requested"), subfolder=hub.get("subfolder")
-    )
-    trusted = settings.current().trust_remote_models
-    return load_model_variants(pulled.folder, trusted=trusted, confine_to=pulled.repo_cache)
+    revision = hub.get("commit") or hub.get("revision_requested")
+    return load_pulled_variants(hub.get("repo_id"), revision=revision, subfolder=hub.get("subfolder"))[1]
 
 
 def variants_from(source: Any) -> ModelVariants:

@@ -41,7 +41,7 @@ from quantcore.errors import (
     RevisionNotFoundError,
 )
 from quantcore.summary import get_model_summary
-from quantcore.variants import MANIFEST_NAME, MODEL_SUFFIXES, load_model_variants
+from quantcore.variants import MANIFEST_NAME, MODEL_SUFFIXES, ModelVariants, load_model_variants
 
 logger = logging.getLogger(__name__)
 
@@ -533,6 +533,26 @@ def _note(pulled: PulledVariants) -> str:
     return f"{head}: downloaded {len(pulled.downloaded)} of {len(pulled.files)} file(s)."
 
 
+def load_pulled_variants(
+    repo_id: str, *, revision: str | None = None, subfolder: str | None = None
+) -> tuple[PulledVariants, ModelVariants]:
+    """Pull a repo folder and load it through the folder cache as an untrusted source.
+
+    The one place the Hub's trust rule lives: TorchScript and whole pickles are
+    refused unless ``trust_remote_models`` is on, and variant files must resolve
+    inside the repo's own cache folder.
+
+    Raises:
+        The errors of ``pull_model_variants``, and ``ModelNotFoundError`` if the
+        pulled folder cannot be read.
+    """
+    pulled = pull_model_variants(repo_id, revision=revision, subfolder=subfolder)
+    variants = load_model_variants(
+        pulled.folder, trusted=settings.current().trust_remote_models, confine_to=pulled.repo_cache
+    )
+    return pulled, variants
+
+
 def pull_and_summarize(repo_id: str, *, revision: str | None = None, subfolder: str | None = None) -> dict[str, Any]:
     """Pull a repo folder, load it as an untrusted source, and summarise it.
 
@@ -556,10 +576,7 @@ def pull_and_summarize(repo_id: str, *, revision: str | None = None, subfolder: 
         The errors of ``pull_model_variants``, and ``ModelNotFoundError`` if the
         pulled folder cannot be read.
     """
-    pulled = pull_model_variants(repo_id, revision=revision, subfolder=subfolder)
-    variants = load_model_variants(
-        pulled.folder, trusted=settings.current().trust_remote_models, confine_to=pulled.repo_cache
-    )
+    pulled, variants = load_pulled_variants(repo_id, revision=revision, subfolder=subfolder)
     summary = get_model_summary(variants)
     note = _note(pulled)
     # Status lines show the summary's notes: where the files came from belongs there too.
