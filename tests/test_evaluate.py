@@ -89,6 +89,8 @@ def test_measure_throughput_times_the_asked_runs(inputs: np.ndarray) -> None:
     assert calls == [16] * 6  # fewer inputs than the batch: repeated to fill it
     assert (result.batch_size, result.runs, result.warmup_runs) == (16, 4, 2)
     assert result.images_per_second == pytest.approx(16 / result.median_seconds)
+    assert result.best_seconds <= result.median_seconds
+    assert result.best_images_per_second == pytest.approx(16 / result.best_seconds)
     with pytest.raises(ValueError):
         evaluate.measure_throughput(predictor, inputs, batch_size=1, runs=0)
 
