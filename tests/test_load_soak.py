@@ -15,6 +15,7 @@ CI runs the short form (``python -m pytest``). The full soak is one command:
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -143,6 +144,8 @@ def test_32_clients_x_20_selections_share_4_loads(
     with ThreadPoolExecutor(CLIENTS) as pool:
         runs = list(pool.map(user, clients))
     seconds = time.perf_counter() - began
+    for client in clients:
+        client.close()
 
     answers = [answer for run in runs for answer in run]
     problems = [p for folder, answer, _ in answers if (p := _problem(folder, answer, expected[folder]))]
@@ -166,6 +169,7 @@ def test_rss_stays_flat_cycling_12_folders_through_a_cache_of_8(
     record_property("reliability_class", "Soak: folders cycling through the cache")
     record_property("cases", SOAK_SELECTIONS)
     client = Client(server.url, verbose=False, download_files=False)
+    gc.collect()  # start from what earlier tests left alive, not from their garbage
     curve: list[float] = []
     problems: list[str] = []
     began = time.perf_counter()
