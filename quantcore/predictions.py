@@ -120,6 +120,7 @@ def variant_logits(
     spec: InputSpec,
     *,
     batch_size: int = evaluate.EVAL_BATCH_SIZE,
+    threads: int = evaluate.DEFAULT_THREADS,
     progress: ProgressFn | None = None,
 ) -> VariantOutputs:
     """Logits of every loaded variant over ``samples``, each cached once computed.
@@ -132,6 +133,7 @@ def variant_logits(
         samples: uint8 images in the model's input shape (``folder_samples`` or a test set).
         spec: the folder's input description (how pixels become input).
         batch_size: images per call.
+        threads: intra-op threads per variant.
         progress: called with (fraction done, message) after every batch.
 
     Returns:
@@ -157,13 +159,13 @@ def variant_logits(
         def compute(key: VariantKey = key, report: Callable[[int], None] = report) -> tuple[np.ndarray, float]:
             if not inputs:
                 inputs.append(to_model_input(samples.images, spec))
-            predictor = predictor_for(variants[key])
+            predictor = predictor_for(variants[key], threads=threads)
             started = time.perf_counter()
             out = _run_one(predictor, inputs[0], fixed_batch_size(variants[key]) or batch_size, report)
             return out, time.perf_counter() - started
 
         try:
-            settings = (str(key), samples.key, batch_size, preprocessing)
+            settings = (str(key), samples.key, batch_size, threads, preprocessing)
             (logits[key], seconds[key]), _ = results_cache.cached(variants, "logits", settings, compute)
         except Exception as exc:  # one failing variant must not end the others' run
             logger.exception("running %s over %s failed", key, samples.description)

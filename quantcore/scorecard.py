@@ -432,7 +432,12 @@ class AccuracyResult:
 
 
 def score_accuracy(
-    variants: ModelVariants, samples: SampleSet, spec: InputSpec, *, progress: ProgressFn | None = None
+    variants: ModelVariants,
+    samples: SampleSet,
+    spec: InputSpec,
+    *,
+    threads: int = evaluate.DEFAULT_THREADS,
+    progress: ProgressFn | None = None,
 ) -> AccuracyResult:
     """Accuracy, per-class accuracy, agreement with float and file size of every loaded variant.
 
@@ -440,6 +445,7 @@ def score_accuracy(
         variants: a loaded folder.
         samples: labelled images (``folder_samples`` or ``load_test_set``).
         spec: the folder's input description.
+        threads: intra-op threads per variant.
         progress: called with (fraction done, message) after every batch.
 
     Returns:
@@ -450,7 +456,7 @@ def score_accuracy(
     """
     if samples.labels is None:
         raise ValueError("accuracy needs labelled samples")
-    outputs: VariantOutputs = variant_logits(variants, samples, spec, progress=progress)
+    outputs: VariantOutputs = variant_logits(variants, samples, spec, threads=threads, progress=progress)
     notes = list(outputs.notes)
     width = max((v.shape[1] for v in outputs.logits.values()), default=len(samples.label_names))
     names = samples.label_names if len(samples.label_names) == width else spec.names(width)
