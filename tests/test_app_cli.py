@@ -87,18 +87,28 @@ def test_startup_imports_no_model_runtime() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def _wait_for_200(url: str, proc: subprocess.Popen[str]) -> float:
+def _wait_for_200(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     started = time.monotonic()
     while time.monotonic() - started < STARTUP_TIMEOUT_S:
         if proc.poll() is not None:
-            pytest.fail(f"app.py exited early with {proc.returncode}:\n{proc.stdout.read() if proc.stdout else ''}")
+            pytest.fail(f"app.py exited early with {proc.returncode}:\n{log.read_text(errors='replace')}")
         try:
             if httpx.get(url, timeout=1).status_code == 200:
-                return time.monotonic() - started
+                return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
     pytest.fail(f"app.py did not answer within {STARTUP_TIMEOUT_S} s")
+
+
+def _wait_for_text(log: Path, text: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        output = log.read_text(errors="replace")
+        if text in output:
+            return output
+        time.sleep(0.1)
+    pytest.fail(f"{text!r} not logged within {timeout} s:\n{log.read_text(errors='replace')}")
 
 
 def test_share_without_a_tunnel_keeps_serving_locally(tmp_path: Path, built_variants: Path) -> None:
@@ -112,18 +122,19 @@ def test_share_without_a_tunnel_keeps_serving_locally(tmp_path: Path, built_vari
         "HF_HOME": str(tmp_path / "hf_home"), "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1",
     }  # fmt: skip
     command = [sys.executable, "app.py", "--port", str(port), "--models-dir", str(models), "--share"]
-    proc = subprocess.Popen(
-        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    log = tmp_path / "app.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT)
     try:
         url = f"http://{HOST}:{port}/"
-        _wait_for_200(url, proc)
+        _wait_for_200(url, proc, log)
+        output = _wait_for_text(log, "No share link could be created", timeout=30)
         summary, status = Client(url, verbose=False, download_files=False).predict("tiny", api_name="/load_folder")
         assert summary is not None and summary["total_loaded"] == 5, status
+        assert proc.poll() is None, "the app stopped after failing to make a share link"
     finally:
         proc.terminate()
-        output, _ = proc.communicate(timeout=30)
-    assert "No share link could be created" in output
+        proc.wait(timeout=30)
     assert "Traceback" not in output
 
 
