@@ -7,6 +7,7 @@ outside it is refused like a plain ``..``.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -74,13 +75,17 @@ def resolve_folder(relative: str | Sequence[str], *, root: Path | None = None) -
 
     Raises:
         PathNotAllowedError: absolute, ``..``, NUL, over-long, or resolving outside ``root``.
-        ModelNotFoundError: nothing there, or not a folder.
+        ModelNotFoundError: nothing there, not a folder, or a name the file system refuses.
     """
     root = Path(os.path.realpath(root or settings.current().models_root))
     candidate = root.joinpath(*_segments(relative))
     resolved = require_within(candidate, [root], what="folder")
-    if not resolved.exists():
-        raise ModelNotFoundError("folder does not exist")
-    if not resolved.is_dir():
+    try:
+        mode = resolved.stat().st_mode
+    except FileNotFoundError:
+        raise ModelNotFoundError("folder does not exist") from None
+    except OSError as exc:  # a name over the file system's 255 bytes, a loop of links...
+        raise ModelNotFoundError(f"folder cannot be opened: {exc.strerror}") from None
+    if not stat.S_ISDIR(mode):
         raise ModelNotFoundError("not a folder")
     return resolved
