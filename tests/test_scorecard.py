@@ -21,6 +21,7 @@ from quantcore.scorecard import (
     load_test_set,
     measure_speeds,
     per_class_accuracy,
+    score_accuracy,
     scorecard_figure,
     speed_advice,
 )
@@ -186,7 +187,7 @@ def test_a_full_test_set_in_an_allowed_root_is_scored_like_a_direct_computation(
     variants = quantcore.load_model_variants(variant_folder)
     spec = input_spec(variants)
     test_set = load_test_set("data/fashion", spec)  # relative: to the models root
-    card = build_scorecard(variants, test_set, spec, runs=1)
+    card = score_accuracy(variants, test_set, spec)
 
     assert variant_folder.parent / "data" / "fashion" in find_test_sets()
     assert test_set.description.startswith("Fashion-MNIST (gzipped IDX) test split, 30 images")
@@ -241,20 +242,21 @@ def test_a_hostile_cifar_pickle_is_refused_and_a_real_one_read(models_root: Path
     np.testing.assert_array_equal(loaded.images.reshape(12, -1), data)
 
 
-def test_the_scorecard_handler_answers_errors_and_json(variant_folder: Path) -> None:
+def test_the_scorecard_handler_answers_errors_and_json(models_root: Path) -> None:
     from gradio_app.compare_views import scorecard_api
 
-    write_samples(variant_folder, count=32)
-    result = scorecard_api("tiny", "", 2)
+    build_flip_folder(models_root / "flip")
+    result = scorecard_api("flip", "", 1)
     cached = results_cache.cache_info().hits
-    again = scorecard_api("tiny", "", 2)
+    again = scorecard_api("flip", "", 1)
 
-    assert [r["variant"] for r in result["table"]] == [str(k) for k in VariantKey]
-    assert result["source"] == "samples.npz (32 images)" and len(result["per_class"]) == 10
-    assert result["speed"]["runs"] == 2 and result["speed"]["batch_sizes"] == [1, 64]
-    assert again == result and results_cache.cache_info().hits >= cached + 6  # five variants' logits and the speeds
-    assert "outside the allowed folders" in scorecard_api("tiny", "/etc", 2)["error"]
-    assert "runs must be between 1 and 500" in scorecard_api("tiny", "", 0)["error"]
+    assert [r["variant"] for r in result["table"]] == ["onnx_float", "onnx_int8", "onnx_uint8"]
+    assert result["source"] == "samples.npz (20 images)" and len(result["per_class"]) == 10
+    assert result["speed"]["runs"] == 1 and result["speed"]["batch_sizes"] == [1, 64]
+    assert again == result and results_cache.cache_info().hits >= cached + 4  # three variants' logits and the speeds
+    assert "pytorch_float: missing — skipped" in result["notes"]
+    assert "outside the allowed folders" in scorecard_api("flip", "/etc", 1)["error"]
+    assert "runs must be between 1 and 500" in scorecard_api("flip", "", 0)["error"]
     assert "Load a folder" in scorecard_api(None)["error"]
 
 
@@ -268,3 +270,26 @@ def test_a_graph_with_a_fixed_batch_is_timed_at_that_batch_only(models_root: Pat
     assert set(speeds.images_per_second[FLOAT]) == {1}
     assert "onnx_float: its graph fixes batch 1; not timed at batch 64" in speeds.notes
     assert speeds.source == "generated uniform [0, 1) inputs"
+
+
+def test_the_bundled_models_reproduce_their_cards_sample_figures() -> None:
+    import json
+
+    from quantcore.predictions import find_flips, variant_logits
+    from tests.app_server import require_bundled_models
+
+    folder = require_bundled_models()
+    card = json.loads((folder / "model_card.json").read_text())
+    variants = quantcore.load_model_variants(folder)
+    spec = input_spec(variants)
+    samples, _ = folder_samples(variants, spec)
+    result = score_accuracy(variants, samples, spec)
+    flips = find_flips(variant_logits(variants, samples, spec), samples).counts()
+
+    assert spec.grey and spec.pad == 2 and list(spec.class_names) == card["labels"]
+    assert {str(s.variant): s.correct for s in result.scores} == {
+        key: entry["samples"]["correct"] for key, entry in card["variants"].items()
+    }
+    for key in ("onnx_int8", "onnx_uint8"):  # the card's agreement is with onnx_float, as ours is for ONNX variants
+        agreement = card["variants"][key]["samples"]["agreement_with_float"]
+        assert flips[key] == round((1 - agreement) * card["samples"]["images"]), key
