@@ -72,7 +72,11 @@ def explorer_folder(selected: str, *, root: Path | None = None) -> list[str]:
     if not written.is_relative_to(root):
         raise PathNotAllowedError("folder is outside the allowed folders")
     paths.require_within(written, [root], what="folder")
-    folder = written if written.is_dir() else written.parent
+    try:
+        is_folder = written.is_dir()
+    except OSError:  # a name the file system refuses (over 255 bytes): resolve_folder says so
+        is_folder = True
+    folder = written if is_folder else written.parent
     return list(folder.relative_to(root).parts)
 
 
@@ -115,7 +119,7 @@ def click_in_explorer(evt: gr.SelectData, progress: gr.Progress = gr.Progress())
         segments = explorer_folder(relative, root=root)
     except QuantcoreError as exc:
         return None, render.error_status(exc, what="that selection")
-    if not (root / relative).is_dir():  # a file's name: ticking its box is how to pick it
+    if not os.path.isdir(root / relative):  # a file's name: ticking its box is how to pick it
         return None
     return _load(segments, progress)
 
