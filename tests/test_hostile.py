@@ -525,13 +525,16 @@ API_PATHS = "API path strings"
         ("good\x00/../..", "Not allowed: good", "path contains a NUL byte"),
         ("\x00", "Not allowed: that request", "path contains a NUL byte"),
         ("a" * 10_000, "Not allowed: aaaa", "path is longer than 1024 characters"),
+        ("\N{LATIN SMALL LETTER E WITH ACUTE}" * 200, "Cannot open \N{LATIN SMALL LETTER E WITH ACUTE}",
+         "folder cannot be opened\\: File name too long"),
         ("%2e%2e%2f%2e%2e%2foutside", "Cannot open %2e%2e%2f%2e%2e%2foutside", "folder does not exist"),
         ("..%2F..%2Foutside", "Cannot open \\.\\.%2F\\.\\.%2Foutside", "folder does not exist"),
         ("~", "Cannot open \\~", "folder does not exist"),
         ("good/tiny.onnx", "Cannot open good/tiny\\.onnx", "not a folder"),
     ],
     ids=["dotdot", "dotdot-inside", "backslashes", "absolute", "absolute-real-variants", "drive-letter",
-         "nul-byte", "nul-only", "10000-chars", "url-encoded", "url-encoded-slashes", "tilde", "a-file"],
+         "nul-byte", "nul-only", "10000-chars", "name-over-255-bytes", "url-encoded", "url-encoded-slashes",
+         "tilde", "a-file"],
 )  # fmt: skip
 def test_hostile_api_path(
     arena: Arena, folder: str, title: str, reason: str, record_property: Callable[[str, object], None]
