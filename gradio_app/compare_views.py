@@ -116,6 +116,8 @@ def _count(value: Any, default: int, low: int, high: int, what: str) -> int:
     """A whole number a client sent, within [low, high]."""
     if value is None or value == "":
         return default
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
         raise ValueError(f"{what} must be a whole number")
     if not low <= int(value) <= high:

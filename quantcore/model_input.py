@@ -213,7 +213,7 @@ class InvalidImageError(DatasetError):
     """An uploaded image is unreadable, or too large to decode safely."""
 
 
-def _open_limited(source: str | os.PathLike[str] | bytes) -> Any:
+def _open_limited(source: str | os.PathLike[str] | bytes) -> tuple[Any, str]:
     from PIL import Image
 
     if isinstance(source, bytes):
@@ -233,6 +233,7 @@ def _open_limited(source: str | os.PathLike[str] | bytes) -> Any:
             width, height = image.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise InvalidImageError(f"the image is {width}x{height}: over {MAX_IMAGE_PIXELS:,} pixels")
+            described = f"uploaded {image.format or 'image'} {width}x{height}"
             image.draft("RGB", (1024, 1024))  # JPEG: decode at a reduced scale, we only need 32x32
             image.load()
     except InvalidImageError:
@@ -241,7 +242,7 @@ def _open_limited(source: str | os.PathLike[str] | bytes) -> Any:
         raise InvalidImageError(f"the image is too large to decode: {exc}") from None
     except Exception as exc:  # Pillow raises many types on bad bytes
         raise InvalidImageError(f"not an image Pillow can read ({type(exc).__name__})") from None
-    return image
+    return image, described
 
 
 def image_to_pixels(
@@ -267,8 +268,8 @@ def image_to_pixels(
     """
     from PIL import Image, ImageOps
 
-    image = _open_limited(source)
-    notes = [f"uploaded {image.format or 'image'} {image.size[0]}x{image.size[1]}"]
+    image, described = _open_limited(source)
+    notes = [described]
     try:
         image = ImageOps.exif_transpose(image)
     except Exception:  # a broken EXIF block leaves the image as stored

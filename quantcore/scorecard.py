@@ -86,12 +86,13 @@ def find_test_sets() -> list[Path]:
         for _ in range(MAX_SCAN_DEPTH + 1):
             below: list[Path] = []
             for folder in level:
-                if test_set_kind(folder) is not None and paths.is_within(folder, root):
+                if test_set_kind(folder) is not None:
                     found.append(folder)
                 try:
-                    below += sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+                    children = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
                 except OSError:
                     continue
+                below += [p for p in children if paths.is_within(p, root)]  # a link out of the root is not followed
             level = below
     return list(dict.fromkeys(found))
 

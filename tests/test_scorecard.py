@@ -208,6 +208,7 @@ def test_test_sets_outside_the_allowed_roots_are_refused(models_root: Path, tmp_
             load_test_set(name, spec)
     with pytest.raises(DatasetError, match="no test set in that folder"):
         load_test_set("m", spec)
+    assert not any(found.is_relative_to(tmp_path / "elsewhere") or found.name == "link" for found in find_test_sets())
 
 
 class _Exploit:
