@@ -316,7 +316,7 @@ def _scorecard_page(source: Any, test_set: Any, runs: Any,
             pd.DataFrame()  # fmt: skip
     advice = [line for a in card.advice for line in (a.finding, a.suggestion) if line]
     lines = [*advice, *_fastest(card),
-             f"Speed: median of {card.speeds.runs} runs per batch size, variants taking turns, "
+             f"Speed: fastest of {card.speeds.runs} runs per batch size (the least disturbed), variants taking turns, "
              f"{card.speeds.threads} threads, on {card.speeds.source}.", *card.notes]  # fmt: skip
     title = f"Accuracy and speed on {card.source}"
     status = render.Kind.WARNING if card.advice else render.Kind.INFO

@@ -77,6 +77,7 @@ def test_speeds_are_measured_for_every_variant_and_batch_size(variant_folder: Pa
     for key, by_batch in speeds.images_per_second.items():
         assert set(by_batch) == {1, 64}, key
         assert all(np.isfinite(v) and v > 0 for v in by_batch.values()), key
+        assert all(by_batch[b] >= speeds.median_images_per_second[key][b] for b in (1, 64)), key  # fastest run
     assert speeds.runs == 1 and speeds.source == "the first 64 of samples.npz"
     assert steps == [0.0, 0.5, 1.0]
     with pytest.raises(ValueError, match="runs must be"):
@@ -254,6 +255,7 @@ def test_the_scorecard_handler_answers_errors_and_json(models_root: Path) -> Non
     assert [r["variant"] for r in result["table"]] == ["onnx_float", "onnx_int8", "onnx_uint8"]
     assert result["source"] == "samples.npz (20 images)" and len(result["per_class"]) == 10
     assert result["speed"]["runs"] == 1 and result["speed"]["batch_sizes"] == [1, 64]
+    assert set(result["speed"]["median_images_per_second"]["onnx_int8"]) == {"@1", "@64"}
     assert again == result and results_cache.cache_info().hits >= cached + 4  # three variants' logits and the speeds
     assert "pytorch_float: missing — skipped" in result["notes"]
     assert "outside the allowed folders" in scorecard_api("flip", "/etc", 1)["error"]
