@@ -4,7 +4,9 @@ A folder holds up to five variants of one model, named after a shared stem
 (``resnet8.onnx``, ``resnet8_int8.onnx``, ``resnet8_uint8.onnx``, ``resnet8.pt``,
 ``resnet8_int8.pt``), or listed in a ``variants.json`` manifest (key -> file
 name) that wins over names. A variant that is missing is ``None``; one that
-fails to load records why, and the others still load.
+fails to load records why, and the others still load. Where an ONNX graph's
+input shape disagrees with ``model_card.json`` or the file's own metadata, the
+load carries a warning.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ MANIFEST_NAME = "variants.json"
 CARD_NAME = "model_card.json"
 MODEL_SUFFIXES = (".onnx", ".pt", ".pth")
 SIDECAR_MAX_BYTES = 1 << 20  # variants.json, model_card.json: a few kilobytes when genuine
-STEMS_NAMED = 5  # other stems named in the note; a folder of thousands would make it megabytes
+STEMS_NAMED = 5  # other stems named in the note; a folder of thousands made it tens of kilobytes
 
 
 class VariantKey(StrEnum):
