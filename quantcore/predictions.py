@@ -18,15 +18,18 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantcore import evaluate, results_cache
+from quantcore import results_cache
 from quantcore.cache import SingleFlightLRU
 from quantcore.layers import reference_key
 from quantcore.model_input import InputSpec, SampleSet, to_model_input
 from quantcore.variants import ModelVariants, Status, VariantKey
+
+if TYPE_CHECKING:
+    from quantcore import evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -35,15 +38,28 @@ MAX_TOP_K = 10
 PREDICTOR_CAPACITY = 16
 ProgressFn = Callable[[float, str], None]
 
-_PREDICTORS: SingleFlightLRU[tuple[Any, evaluate.Predictor]] = SingleFlightLRU(PREDICTOR_CAPACITY)
+_PREDICTORS: SingleFlightLRU[tuple[Any, Any]] = SingleFlightLRU(PREDICTOR_CAPACITY)
 
 
-def predictor_for(model: evaluate.Variant, *, threads: int = evaluate.DEFAULT_THREADS) -> evaluate.Predictor:
+def _evaluate() -> Any:
+    # Imported on use: it brings in torch and onnxruntime, seconds the app must not spend starting up.
+    from quantcore import evaluate
+
+    return evaluate
+
+
+def predictor_for(model: evaluate.Variant, *, threads: int | None = None) -> evaluate.Predictor:
     """The predictor of a loaded model, built on first use and then reused.
+
+    Args:
+        model: a loaded variant (ONNX model or torch module).
+        threads: intra-op threads (default: ``evaluate.DEFAULT_THREADS``).
 
     Raises:
         InvalidModelError: onnxruntime cannot build a session for the model.
     """
+    evaluate = _evaluate()
+    threads = evaluate.DEFAULT_THREADS if threads is None else threads
     # Keyed by identity: the entry holds the model, so its id cannot be reused while cached.
     entry, _ = _PREDICTORS.get(
         (id(model), threads), None, lambda: (model, evaluate.make_predictor(model, threads=threads))
@@ -119,8 +135,8 @@ def variant_logits(
     samples: SampleSet,
     spec: InputSpec,
     *,
-    batch_size: int = evaluate.EVAL_BATCH_SIZE,
-    threads: int = evaluate.DEFAULT_THREADS,
+    batch_size: int | None = None,
+    threads: int | None = None,
     progress: ProgressFn | None = None,
 ) -> VariantOutputs:
     """Logits of every loaded variant over ``samples``, each cached once computed.
@@ -132,8 +148,8 @@ def variant_logits(
         variants: a loaded folder.
         samples: uint8 images in the model's input shape (``folder_samples`` or a test set).
         spec: the folder's input description (how pixels become input).
-        batch_size: images per call.
-        threads: intra-op threads per variant.
+        batch_size: images per call (default: ``evaluate.EVAL_BATCH_SIZE``).
+        threads: intra-op threads per variant (default: ``evaluate.DEFAULT_THREADS``).
         progress: called with (fraction done, message) after every batch.
 
     Returns:
@@ -142,6 +158,9 @@ def variant_logits(
     Raises:
         ValueError: ``batch_size`` is not positive.
     """
+    evaluate = _evaluate()
+    batch_size = evaluate.EVAL_BATCH_SIZE if batch_size is None else batch_size
+    threads = evaluate.DEFAULT_THREADS if threads is None else threads
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     keys, notes = runnable(variants)

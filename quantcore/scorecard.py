@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantcore import datasets, evaluate, paths, results_cache, settings
+from quantcore import datasets, paths, results_cache, settings
 from quantcore.cache import SingleFlightLRU
 from quantcore.errors import DatasetError, ModelNotFoundError, PathNotAllowedError
 from quantcore.layers import reference_key
@@ -32,6 +32,8 @@ from quantcore.variants import ModelVariants, VariantKey
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
+
+    from quantcore import evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,13 @@ SPEED_ROUNDS, SPEED_WARMUP = 5, 2
 SLOWER_MARGIN = 0.95
 MAX_SCAN_DEPTH = 2
 ProgressFn = Callable[[float, str], None]
+
+
+def _evaluate() -> Any:
+    # Imported on use: it brings in torch and onnxruntime, seconds the app must not spend starting up.
+    from quantcore import evaluate
+
+    return evaluate
 
 
 def data_roots() -> list[Path]:
@@ -187,7 +196,7 @@ def measure_speeds(
     *,
     runs: int = DEFAULT_RUNS,
     batch_sizes: Sequence[int] = BATCH_SIZES,
-    threads: int = evaluate.DEFAULT_THREADS,
+    threads: int | None = None,
     progress: ProgressFn | None = None,
 ) -> Speeds:
     """images/s of every loaded variant at each batch size, the variants taking turns (fastest and median run).
@@ -197,7 +206,7 @@ def measure_speeds(
         spec: the folder's input description.
         runs: timed runs per variant and batch size.
         batch_sizes: the batch sizes to time.
-        threads: intra-op threads per variant.
+        threads: intra-op threads per variant (default: ``evaluate.DEFAULT_THREADS``).
         progress: called with (fraction done, message) between batch sizes.
 
     Returns:
@@ -208,6 +217,8 @@ def measure_speeds(
     """
     if not 1 <= runs <= MAX_RUNS:
         raise ValueError(f"runs must be between 1 and {MAX_RUNS}, got {runs}")
+    evaluate = _evaluate()
+    threads = evaluate.DEFAULT_THREADS if threads is None else threads
     keys, notes = runnable(variants)
     inputs, source = _speed_inputs(variants, spec, max(batch_sizes))
     best: dict[VariantKey, dict[int, float]] = {k: {} for k in keys}
@@ -258,7 +269,7 @@ def cached_speeds(
     Returns:
         The speeds and whether they came from the cache.
     """
-    settings_key = (runs, tuple(batch_sizes), evaluate.DEFAULT_THREADS)
+    settings_key = (runs, tuple(batch_sizes), _evaluate().DEFAULT_THREADS)
     return results_cache.cached(
         variants, "speed", settings_key,
         lambda: measure_speeds(variants, spec, runs=runs, batch_sizes=batch_sizes, progress=progress),
@@ -449,7 +460,7 @@ def score_accuracy(
     samples: SampleSet,
     spec: InputSpec,
     *,
-    threads: int = evaluate.DEFAULT_THREADS,
+    threads: int | None = None,
     progress: ProgressFn | None = None,
 ) -> AccuracyResult:
     """Accuracy, per-class accuracy, agreement with float and file size of every loaded variant.
@@ -458,7 +469,7 @@ def score_accuracy(
         variants: a loaded folder.
         samples: labelled images (``folder_samples`` or ``load_test_set``).
         spec: the folder's input description.
-        threads: intra-op threads per variant.
+        threads: intra-op threads per variant (default: ``evaluate.DEFAULT_THREADS``).
         progress: called with (fraction done, message) after every batch.
 
     Returns:
@@ -469,6 +480,7 @@ def score_accuracy(
     """
     if samples.labels is None:
         raise ValueError("accuracy needs labelled samples")
+    evaluate = _evaluate()
     outputs: VariantOutputs = variant_logits(variants, samples, spec, threads=threads, progress=progress)
     notes = list(outputs.notes)
     width = max((v.shape[1] for v in outputs.logits.values()), default=len(samples.label_names))
