@@ -73,3 +73,7 @@ class NoVariantFilesError(HubError, FileNotFoundError):
 
 class HubOfflineError(HubUnreachableError):
     """Offline mode is on (HF_HUB_OFFLINE) and the snapshot asked for is not fully cached."""
+
+
+class InvalidImageError(DatasetError):
+    """An uploaded image is unreadable, or too large to decode safely."""

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from quantcore import datasets
-from quantcore.errors import DatasetError
+from quantcore.errors import DatasetError, InvalidImageError
 from quantcore.variants import ModelVariants, Status, VariantKey
 
 logger = logging.getLogger(__name__)
@@ -207,10 +207,6 @@ def folder_samples(variants: ModelVariants, spec: InputSpec) -> tuple[SampleSet 
 
 
 # ---------------------------------------------------------------------- images
-
-
-class InvalidImageError(DatasetError):
-    """An uploaded image is unreadable, or too large to decode safely."""
 
 
 def _open_limited(source: str | os.PathLike[str] | bytes) -> tuple[Any, str]:

@@ -75,11 +75,6 @@ def test_module_level_demo_for_spaces_and_reload_mode() -> None:
     assert "/load_folder" in {d.api_name and f"/{d.api_name}" for d in app.demo.fns.values()}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="quantcore/evaluate.py imports torch, onnx and onnxruntime at module level, reached at startup "
-    "through gradio_app.compare_views -> quantcore.predictions; its imports must move into the functions",
-)
 def test_startup_imports_no_model_runtime() -> None:
     # torch alone costs seconds: the app must start as fast as a plain Gradio app and load it on first use.
     code = "import sys, app; print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules))"

@@ -16,9 +16,9 @@ from PIL import Image
 
 import quantcore
 from quantcore import datasets, results_cache
+from quantcore.errors import InvalidImageError
 from quantcore.model_input import (
     InputSpec,
-    InvalidImageError,
     SampleSet,
     folder_samples,
     image_to_pixels,
