@@ -13,6 +13,9 @@ import pytest
 import quantcore
 from quantcore import settings
 
+# Chromium fixtures (browser, page) for every browser test.
+pytest_plugins = ["tests.browser"]
+
 VARIANT_FILES = {
     "onnx_float": "tiny.onnx",
     "onnx_int8": "tiny_int8.onnx",

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from tests.app_server import Server, served_app
-from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, TIMEOUT_MS, _tree_entry
+from tests.browser import tree_entry
 from tests.test_predictions import FLIP_CLASS, FLIP_SAMPLE, build_flip_folder, write_samples
 
 
@@ -102,28 +102,11 @@ def test_a_bad_or_missing_source_gets_an_error_answer(client: Client, source: ob
 # --------------------------------------------------------------------- browser
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install it with `apt-get install -y chromium`", pytrace=False)
-    with sync_playwright() as playwright:
-        yield playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1300, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    yield page
-    context.close()
-
-
 def _load(page: Page, server: Server, name: str, loaded: str) -> None:
     page.goto(server.url)
-    folder = _tree_entry(page.locator("#qp-explorer .file-wrap"), name)
+    folder = tree_entry(page.locator("#qp-explorer .file-wrap"), name)
     folder.locator(":scope > span [aria-label='expand directory']").click()
-    _tree_entry(folder, ".").locator("input[type=checkbox]").check()
+    tree_entry(folder, ".").locator("input[type=checkbox]").check()
     expect(page.locator("#qp-status")).to_contain_text(loaded)
 
 

@@ -7,12 +7,11 @@ reads HF_ENDPOINT on every pull, so pointing it at the local mirror is enough.
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from tests.app_server import Server, served_app
 from tests.conftest import VARIANT_FILES
@@ -20,12 +19,6 @@ from tests.hub_servers import LOOPBACK, OlahServer, free_port, make_git_repo
 
 pytestmark = [pytest.mark.browser, pytest.mark.hub]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-TIMEOUT_MS = 30_000
 REPO = "org/resnet-tiny"
 
 
@@ -45,24 +38,6 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root.mkdir()
     with served_app(root) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium") or CHROMIUM
-    if not Path(executable).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install it with `apt-get install -y chromium`", pytrace=False)
-    with sync_playwright() as playwright:
-        yield playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    yield page
-    context.close()
 
 
 def _pull(page: Page, repo_id: str, revision: str = "") -> None:

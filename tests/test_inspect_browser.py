@@ -10,11 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from gradio_client import Client
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from quantcore import results_cache
 from tests.app_server import Server, served_app
-from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, TIMEOUT_MS, _tree_entry
+from tests.browser import tree_entry
 
 QUANTIZED = ["onnx_int8", "onnx_uint8", "pytorch_int8"]
 
@@ -152,30 +152,13 @@ def _css_pairs(css: str) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------- browser
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install it with `apt-get install -y chromium`", pytrace=False)
-    with sync_playwright() as playwright:
-        yield playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1300, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    yield page
-    context.close()
-
-
 @pytest.mark.browser
 def test_pick_a_layer_see_its_histogram_then_the_sqnr_chart(page: Page, server: Server) -> None:
     page.goto(server.url)
     expect(page.locator("#qp-layers-note")).to_contain_text("Load a folder")
-    folder = _tree_entry(page.locator("#qp-explorer .file-wrap"), "tiny")
+    folder = tree_entry(page.locator("#qp-explorer .file-wrap"), "tiny")
     folder.locator(":scope > span [aria-label='expand directory']").click()
-    _tree_entry(folder, ".").locator("input[type=checkbox]").check()
+    tree_entry(folder, ".").locator("input[type=checkbox]").check()
     expect(page.locator("#qp-status")).to_contain_text("Loaded 5 of 5 variants")
 
     # Layers: the table lists the float model's layers and every variant's counterpart.
