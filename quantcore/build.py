@@ -451,10 +451,10 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     """Run every stage into ``args.out`` and return the model card written there."""
     build_started = time.perf_counter()
     source = load_source(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     train_data = _limit(source.load("train"), args.train_per_class, args.seed, "train")
     test_data = _limit(source.load("test"), args.test_per_class, args.seed, "test")
+    out = Path(args.out)  # made only once the data has loaded
+    out.mkdir(parents=True, exist_ok=True)
     log.info("data: %s, %d train / %d test images", source.name, len(train_data), len(test_data))
 
     samples_idx, _ = datasets.stratified_split(test_data.labels, args.samples_per_class, _rng(args.seed, "samples"))

@@ -19,7 +19,7 @@ from quantcore.settings import PROJECT_ROOT
 from tests.test_datasets import write_cifar10
 
 SMOKE = [
-    "--epochs", "3", "--train-per-class", "4", "--test-per-class", "3",
+    "--epochs", "2", "--train-per-class", "4", "--test-per-class", "3",
     "--samples-per-class", "2", "--calibration-per-class", "2", "--benchmark-runs", "2",
 ]  # fmt: skip
 COMMITTED_SAMPLES = PROJECT_ROOT / "models" / "resnet8" / "samples.npz"
@@ -78,7 +78,7 @@ def test_tiny_fashion_mnist_build_writes_five_loadable_variants(models_root: Pat
     assert build.main(["--out", str(out), *_fashion_source(), *SMOKE]) == 0
     card = _check_folder(out, list(datasets.FASHION_MNIST_LABELS))
     assert card["dataset"]["licence"] == "MIT"
-    assert card["training"]["epochs"] == 3 and len(card["training"]["history"]) == 3
+    assert card["training"]["epochs"] == 2 and len(card["training"]["history"]) == 2
     assert card["calibration"]["images"] == 20 and card["samples"]["images"] == 20
 
 
