@@ -164,14 +164,19 @@ def _valid_json(value: Any) -> Any:
 
 
 def display_summary(summary: dict[str, Any], *, root: Path) -> dict[str, Any]:
-    """The summary as shown: the folder relative to the models root, so server paths stay private.
+    """The summary as shown: the folder relative to the models root (or named by its Hub repo), so
+    server paths stay private.
 
     Every string is made valid UTF-8: a folder or file name that is not would
     otherwise fail the whole response.
     """
     shown = dict(summary)
     folder = summary.get("folder")
-    if isinstance(folder, str):
+    hub = summary.get("hub")
+    if isinstance(hub, dict) and hub.get("repo_id"):  # a snapshot in the server's Hub cache: name it by repo
+        commit = str(hub.get("commit") or "")[:10]
+        shown["folder"] = f"{hub['repo_id']}@{commit}/{hub.get('subfolder') or ''}".rstrip("/")
+    elif isinstance(folder, str):
         real_root = os.path.realpath(root)
         if Path(folder).is_relative_to(real_root):
             shown["folder"] = Path(folder).relative_to(real_root).as_posix()

@@ -164,3 +164,13 @@ def test_display_summary_shows_folder_relative_to_root(tmp_path: Path) -> None:
 def test_display_summary_leaves_folders_elsewhere_alone(tmp_path: Path) -> None:
     summary = _summary() | {"folder": "/var/cache/hub/snapshot"}
     assert render.display_summary(summary, root=tmp_path)["folder"] == "/var/cache/hub/snapshot"
+
+
+def test_display_summary_names_hub_snapshots_by_repo_not_server_path(tmp_path: Path) -> None:
+    summary = {
+        "folder": "/root/.cache/huggingface/hub/models--org--x/snapshots/0123456789abcdef/sub",
+        "hub": {"repo_id": "org/x", "commit": "0123456789abcdef0123", "subfolder": "sub"},
+    }
+    shown = render.display_summary(summary, root=tmp_path)
+    assert shown["folder"] == "org/x@0123456789/sub"
+    assert summary["folder"].startswith("/root")  # the caller's dict is left as it was
