@@ -216,8 +216,14 @@ def train(data: LabelledImages, config: TrainConfig) -> tuple[torch.nn.Module, l
             "seconds": round(time.perf_counter() - start, 1),
         }
         history.append(stats)
-        log.info("epoch %d/%d  loss %.4f  train acc %.4f  %.0f s", epoch, config.epochs,
-                 stats["train_loss"], stats["train_accuracy"], stats["seconds"])
+        log.info(
+            "epoch %d/%d  loss %.4f  train acc %.4f  %.0f s",
+            epoch,
+            config.epochs,
+            stats["train_loss"],
+            stats["train_accuracy"],
+            stats["seconds"],
+        )
     return model.eval(), history
 
 
@@ -239,8 +245,13 @@ def export_onnx(model: torch.nn.Module, path: Path, metadata: dict[str, Any]) ->
         # The TorchScript exporter is the one chosen here (the dynamo one needs onnxscript).
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
         torch.onnx.export(
-            model, (example,), str(path), dynamo=False, opset_version=OPSET,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
         )
     proto = onnx.load(path)
@@ -269,9 +280,14 @@ def quantize_onnx(
 ) -> None:
     """Static QDQ quantization with MinMax calibration: int8 per-channel weights, ``activations`` as given."""
     quantize_static(
-        str(float_path), str(out_path), _BatchReader(calibration),
-        quant_format=QuantFormat.QDQ, calibrate_method=CalibrationMethod.MinMax,
-        activation_type=activations, weight_type=QuantType.QInt8, per_channel=True,
+        str(float_path),
+        str(out_path),
+        _BatchReader(calibration),
+        quant_format=QuantFormat.QDQ,
+        calibrate_method=CalibrationMethod.MinMax,
+        activation_type=activations,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
     )
     proto = onnx.load(out_path)
     _onnx_metadata(proto, metadata)
@@ -342,8 +358,9 @@ def measure_folder(folder: Path, test: LabelledImages, samples: LabelledImages, 
     test_logits = {k: evaluate.predict_logits(p, test_x) for k, p in predictors.items()}
     samples_logits = {k: evaluate.predict_logits(p, samples_x) for k, p in predictors.items()}
     speeds = {
-        f"batch_{b}": evaluate.compare_throughput(predictors, samples_x, batch_size=b, runs=runs,
-                                                  rounds=min(BENCH_ROUNDS, runs), warmup_runs=BENCH_WARMUP)
+        f"batch_{b}": evaluate.compare_throughput(
+            predictors, samples_x, batch_size=b, runs=runs, rounds=min(BENCH_ROUNDS, runs), warmup_runs=BENCH_WARMUP
+        )
         for b in BENCH_BATCH_SIZES
     }
     results: dict[str, Any] = {}
@@ -360,8 +377,14 @@ def measure_folder(folder: Path, test: LabelledImages, samples: LabelledImages, 
             "images_per_second": speed,
             "images_per_second_median_run": median_speed,
         }
-        log.info("%-13s test %.4f  samples %.4f  agree %.4f  %s img/s", key, results[key]["test"]["accuracy"],
-                 results[key]["samples"]["accuracy"], results[key]["test"]["agreement_with_float"], speed)
+        log.info(
+            "%-13s test %.4f  samples %.4f  agree %.4f  %s img/s",
+            key,
+            results[key]["test"]["accuracy"],
+            results[key]["samples"]["accuracy"],
+            results[key]["test"]["agreement_with_float"],
+            speed,
+        )
     return results
 
 
@@ -412,38 +435,38 @@ def _readme(card: dict[str, Any]) -> str:
         f"| {r['images_per_second']['batch_1']:,.0f} | {r['images_per_second']['batch_64']:,.0f} |"
         for key, r in card["variants"].items()
     )
-    return f"""# ResNet8 on {data['name']}
+    return f"""# ResNet8 on {data["name"]}
 
-The MLPerf Tiny ResNet8 topology ({arch['parameters']:,} parameters, {arch['trainable_parameters']:,} trainable),
-trained on {data['name']} ({data['licence']} licence) and quantized to int8 for ONNX Runtime and PyTorch.
+The MLPerf Tiny ResNet8 topology ({arch["parameters"]:,} parameters, {arch["trainable_parameters"]:,} trainable),
+trained on {data["name"]} ({data["licence"]} licence) and quantized to int8 for ONNX Runtime and PyTorch.
 `model_card.json` holds every figure below, the full recipe and a sha256 per file; each ONNX file
 also carries its labels and preprocessing as JSON in `metadata_props`.
 
-- **Input:** {pre['layout']} {pre['dtype']} {pre['shape']}, `{pre['formula']}`, no mean/std subtraction;
-  {pre['pixels']}.
-- **Labels:** {', '.join(card['labels'])}.
-- **samples.npz:** {card['samples']['images']:,} test images ({card['samples']['per_class']} per class) with labels,
-  {card['samples']['arrays']}.
+- **Input:** {pre["layout"]} {pre["dtype"]} {pre["shape"]}, `{pre["formula"]}`, no mean/std subtraction;
+  {pre["pixels"]}.
+- **Labels:** {", ".join(card["labels"])}.
+- **samples.npz:** {card["samples"]["images"]:,} test images ({card["samples"]["per_class"]} per class) with labels,
+  {card["samples"]["arrays"]}.
 
-| file | variant | bytes | test accuracy ({data['test_images']:,}) | samples.npz ({card['samples']['images']:,}) \
+| file | variant | bytes | test accuracy ({data["test_images"]:,}) | samples.npz ({card["samples"]["images"]:,}) \
 | top-1 agreement with float | img/s batch 1 | img/s batch 64 |
 |---|---|---:|---:|---:|---:|---:|---:|
 {rows}
 
-Speed: best of {bench['runs']} timed runs per variant and batch size, {bench['threads']} threads, {bench['cpu']},
-onnxruntime {bench['onnxruntime']}, torch {bench['torch']}. The machine was shared (1-minute load average
-{bench['load_average_1min']['before']} before, {bench['load_average_1min']['after']} after): read it as a ranking;
+Speed: best of {bench["runs"]} timed runs per variant and batch size, {bench["threads"]} threads, {bench["cpu"]},
+onnxruntime {bench["onnxruntime"]}, torch {bench["torch"]}. The machine was shared (1-minute load average
+{bench["load_average_1min"]["before"]} before, {bench["load_average_1min"]["after"]} after): read it as a ranking;
 median runs are in the card.
-Fastest: {card['fastest']['batch_1']} at batch 1, {card['fastest']['batch_64']} at batch 64.
+Fastest: {card["fastest"]["batch_1"]} at batch 1, {card["fastest"]["batch_64"]} at batch 64.
 
-Training: {training['epochs']} epochs, batch {training['batch_size']}, {training['optimizer']}, {training['schedule']};
-{training['augmentation']}; seed {training['seed']}.
-Quantization: ONNX Runtime `quantize_static`, {calibration['method']} calibration on {calibration['images']}
-training images ({calibration['per_class']} per class); `resnet8_int8.onnx` is S8S8, `resnet8_uint8.onnx` U8S8,
+Training: {training["epochs"]} epochs, batch {training["batch_size"]}, {training["optimizer"]}, {training["schedule"]};
+{training["augmentation"]}; seed {training["seed"]}.
+Quantization: ONNX Runtime `quantize_static`, {calibration["method"]} calibration on {calibration["images"]}
+training images ({calibration["per_class"]} per class); `resnet8_int8.onnx` is S8S8, `resnet8_uint8.onnx` U8S8,
 both QDQ with per-channel int8 weights. `resnet8_int8.pt` is torch.ao FX int8 (x86), saved as TorchScript.
 
-- Rebuild everything: `{card['reproduce']['build']}`
-- Re-measure these files against the card: `{card['reproduce']['evaluate']}`
+- Rebuild everything: `{card["reproduce"]["build"]}`
+- Re-measure these files against the card: `{card["reproduce"]["evaluate"]}`
 """
 
 
@@ -474,16 +497,30 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     labels = list(train_data.label_names)
     dataset = {"name": source.name, "licence": source.licence}
     common = {"labels": labels, "preprocessing": preprocessing, "dataset": dataset}
-    onnx_quant = {"format": "QDQ", "calibration": "MinMax", "calibration_images": len(calibration),
-                  "weights": "int8, per channel"}
+    onnx_quant = {
+        "format": "QDQ",
+        "calibration": "MinMax",
+        "calibration_images": len(calibration),
+        "weights": "int8, per channel",
+    }
     export_onnx(model, out / VARIANT_FILES["onnx_float"], common)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"  # shape-inferred copy, as ORT asks for before quantizing
         quant_pre_process(out / VARIANT_FILES["onnx_float"], prepared)
-        quantize_onnx(prepared, out / VARIANT_FILES["onnx_int8"], calibration,
-                      QuantType.QInt8, {**common, "quantization": {**onnx_quant, "activations": "int8"}})
-        quantize_onnx(prepared, out / VARIANT_FILES["onnx_uint8"], calibration,
-                      QuantType.QUInt8, {**common, "quantization": {**onnx_quant, "activations": "uint8"}})
+        quantize_onnx(
+            prepared,
+            out / VARIANT_FILES["onnx_int8"],
+            calibration,
+            QuantType.QInt8,
+            {**common, "quantization": {**onnx_quant, "activations": "int8"}},
+        )
+        quantize_onnx(
+            prepared,
+            out / VARIANT_FILES["onnx_uint8"],
+            calibration,
+            QuantType.QUInt8,
+            {**common, "quantization": {**onnx_quant, "activations": "uint8"}},
+        )
     save_checkpoint(model, out / VARIANT_FILES["pytorch_float"], common)
     save_torch_int8(model, out / VARIANT_FILES["pytorch_int8"], calibration, common)
     log.info("wrote %s; measuring", ", ".join(VARIANT_FILES.values()))
@@ -498,9 +535,13 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
             **_parameter_counts(model),
             "input_shape": [1, *datasets.IMAGE_SHAPE],
         },
-        "dataset": {**dataset, "origin": source.origin, "train_images": len(train_data),
-                    "test_images": len(test_data),
-                    "per_class_limit": {"train": args.train_per_class, "test": args.test_per_class}},
+        "dataset": {
+            **dataset,
+            "origin": source.origin,
+            "train_images": len(train_data),
+            "test_images": len(test_data),
+            "per_class_limit": {"train": args.train_per_class, "test": args.test_per_class},
+        },
         "labels": labels,
         "preprocessing": preprocessing,
         "training": {
@@ -518,21 +559,25 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
             "per_class": args.calibration_per_class,
             "drawn_from": "training split, stratified by class",
             "onnx": "onnxruntime.quantization.quantize_static, QDQ, per-channel int8 weights; "
-                    "resnet8_int8.onnx S8S8, resnet8_uint8.onnx U8S8",
+            "resnet8_int8.onnx S8S8, resnet8_uint8.onnx U8S8",
             "pytorch": "torch.ao.quantization FX, get_default_qconfig_mapping('x86') "
-                       "(histogram activation observers), same images",
+            "(histogram activation observers), same images",
         },
-        "samples": {"file": SAMPLES_NAME, "images": len(samples), "per_class": args.samples_per_class,
-                    "drawn_from": "test split, stratified by class",
-                    "arrays": "images uint8 (N,3,32,32), labels int64 (N,), label_names str"},
+        "samples": {
+            "file": SAMPLES_NAME,
+            "images": len(samples),
+            "per_class": args.samples_per_class,
+            "drawn_from": "test split, stratified by class",
+            "arrays": "images uint8 (N,3,32,32), labels int64 (N,), label_names str",
+        },
         "benchmark": {
             "cpu": _cpu_model(),
             "threads": THREADS,
             "runs": args.benchmark_runs,
             "schedule": f"variants take turns in {min(BENCH_ROUNDS, args.benchmark_runs)} blocks of runs, "
-                        f"each block after {BENCH_WARMUP} untimed runs",
+            f"each block after {BENCH_WARMUP} untimed runs",
             "statistic": "images_per_second = batch size / fastest run's seconds (the machine is shared: "
-                         "slower runs are mostly other work); images_per_second_median_run for the typical run",
+            "slower runs are mostly other work); images_per_second_median_run for the typical run",
             "load_average_1min": {"before": round(load_before, 2), "after": round(load_after, 2)},
             "onnxruntime": onnxruntime.__version__,
             "torch": torch.__version__,
@@ -569,8 +614,14 @@ def evaluate_only(args: argparse.Namespace) -> bool:
         for split in ("test", "samples"):
             same = fresh[split]["correct"] == recorded[split]["correct"]
             ok &= same
-            log.info("%-13s %-7s %.4f (card %.4f) %s", key, split, fresh[split]["accuracy"],
-                     recorded[split]["accuracy"], "ok" if same else "DIFFERS")
+            log.info(
+                "%-13s %-7s %.4f (card %.4f) %s",
+                key,
+                split,
+                fresh[split]["accuracy"],
+                recorded[split]["accuracy"],
+                "ok" if same else "DIFFERS",
+            )
     log.info("fastest now: %s (card: %s)", _fastest(results), card["fastest"])
     return ok
 
@@ -579,16 +630,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m quantcore.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, metavar="DIR", default=DEFAULT_OUT,
-                        help="variant folder to write (default: %(default)s)")
+    parser.add_argument(
+        "--out", type=Path, metavar="DIR", default=DEFAULT_OUT, help="variant folder to write (default: %(default)s)"
+    )
     data = parser.add_mutually_exclusive_group()
-    data.add_argument("--fashion-mnist", type=Path, metavar="DIR", default=datasets.FASHION_MNIST_DIR,
-                      help="folder of Fashion-MNIST .gz IDX files (default: %(default)s)")
+    data.add_argument(
+        "--fashion-mnist",
+        type=Path,
+        metavar="DIR",
+        default=datasets.FASHION_MNIST_DIR,
+        help="folder of Fashion-MNIST .gz IDX files (default: %(default)s)",
+    )
     data.add_argument("--cifar10", type=Path, metavar="DIR", help="build from a cifar-10-batches-py folder instead")
-    data.add_argument("--from-samples", type=Path, metavar="NPZ",
-                      help="smoke builds only: split a samples.npz into train/test")
-    parser.add_argument("--evaluate-only", action="store_true",
-                        help="re-measure the files in --out against their model_card.json; write nothing")
+    data.add_argument(
+        "--from-samples", type=Path, metavar="NPZ", help="smoke builds only: split a samples.npz into train/test"
+    )
+    parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="re-measure the files in --out against their model_card.json; write nothing",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--train-per-class", type=int, help="train on this many images per class (smoke builds)")

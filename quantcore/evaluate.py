@@ -46,9 +46,7 @@ def _onnx_predictor(model: onnx.ModelProto, threads: int) -> Predictor:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     try:
-        session = ort.InferenceSession(
-            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
-        )
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own untyped errors for bad graphs
         raise InvalidModelError(f"onnxruntime cannot run this model: {exc}") from exc
     input_name = session.get_inputs()[0].name
@@ -86,9 +84,7 @@ def make_predictor(variant: Variant, *, threads: int = DEFAULT_THREADS) -> Predi
     raise TypeError(f"not a loaded variant: {type(variant).__name__}")
 
 
-def predict_logits(
-    model: Variant | Predictor, inputs: np.ndarray, *, batch_size: int = EVAL_BATCH_SIZE
-) -> np.ndarray:
+def predict_logits(model: Variant | Predictor, inputs: np.ndarray, *, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     """Logits (N, classes) for float32 ``inputs`` (N, ...), run ``batch_size`` at a time.
 
     ``model`` is a loaded variant or a predictor from ``make_predictor`` (reuse

@@ -105,4 +105,3 @@ def test_readme_quotes_the_card() -> None:
     for entry in CARD["variants"].values():
         assert f"{100 * entry['test']['accuracy']:.2f} %" in readme
     assert CARD["reproduce"]["evaluate"] in readme and "Fashion-MNIST" in readme and "MIT" in readme
-
