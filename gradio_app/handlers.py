@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 from gradio_app import render
-from quantcore import QuantcoreError, get_model_summary, load_model_variants, paths, settings
+from quantcore import QuantcoreError, get_model_summary, hub, load_model_variants, paths, settings
 from quantcore.errors import PathNotAllowedError
 
 logger = logging.getLogger(__name__)
@@ -38,21 +38,29 @@ def _describe(relative: str | Sequence[str]) -> str:
     return "the models folder" if text in ("", ".", "./") else text
 
 
+def _summarize(label: str, produce: Callable[[], dict[str, Any]]) -> Result:
+    """Run ``produce`` (a folder load or a Hub pull) and render its summary; never raises."""
+    try:
+        summary = produce()
+    except QuantcoreError as exc:
+        logger.info("%r refused or failed: %s", label, exc)
+        return None, render.error_status(exc, what=label)
+    except Exception as exc:
+        logger.exception("unexpected failure with %r", label)
+        return None, render.error_status(exc, what=label)
+    return render.display_summary(summary, root=_models_root()), render.loaded_status(summary, source=label)
+
+
 def _load(relative: str | Sequence[str], progress: ProgressFn) -> Result:
     """Load the folder ``relative`` names under the models root; never raises."""
-    label = _describe(relative)
-    try:
+
+    def produce() -> dict[str, Any]:
         progress(0.1, desc="Checking the folder")
         folder = paths.resolve_folder(relative)
         progress(0.3, desc="Loading model variants")
-        summary = get_model_summary(load_model_variants(folder))
-    except QuantcoreError as exc:
-        logger.info("refused folder %r: %s", label, exc)
-        return None, render.error_status(exc, what=label)
-    except Exception as exc:
-        logger.exception("unexpected failure loading folder %r", label)
-        return None, render.error_status(exc, what=label)
-    return render.display_summary(summary, root=_models_root()), render.loaded_status(summary, source=label)
+        return get_model_summary(load_model_variants(folder))
+
+    return _summarize(_describe(relative), produce)
 
 
 def explorer_folder(selected: str, *, root: Path | None = None) -> list[str]:
@@ -137,23 +145,12 @@ def pull_hub(
     revision = (revision or "").strip() or None
     subfolder = (subfolder or "").strip() or None
     label = repo_id + (f"@{revision}" if revision else "") + (f"/{subfolder}" if subfolder else "")
-    try:
-        from quantcore import hub  # imported on use: it brings in huggingface_hub
-    except ModuleNotFoundError as exc:
-        if exc.name == "quantcore.hub":
-            return None, render.input_error("Pulling from the Hub is not available in this installation.")
-        logger.exception("cannot import quantcore.hub")
-        return None, render.error_status(exc, what=label)
-    try:
+
+    def produce() -> dict[str, Any]:
         progress(0.1, desc="Pulling from the Hub")
-        summary = hub.pull_and_summarize(repo_id, revision=revision, subfolder=subfolder)
-    except QuantcoreError as exc:
-        logger.info("hub pull %r failed: %s", label, exc)
-        return None, render.error_status(exc, what=label)
-    except Exception as exc:
-        logger.exception("unexpected failure pulling %r", label)
-        return None, render.error_status(exc, what=label)
-    return render.display_summary(summary, root=_models_root()), render.loaded_status(summary, source=label)
+        return hub.pull_and_summarize(repo_id, revision=revision, subfolder=subfolder)
+
+    return _summarize(label, produce)
 
 
 def guarded(handler: Callable[..., Result | None], *args: Any, **kwargs: Any) -> Result | None:
