@@ -51,7 +51,10 @@ FOLDERS, CAPACITY = 12, 8
 # on 2,000 selections: it settles ~15 MB above the first cycle within ~30 cycles and stays there, with
 # spikes of up to ~50 MB; one leaked folder per selection adds ~60 MB per cycle.
 SETTLED_GROWTH_MB = 32.0  # median of the last third of the cycles, over the first cycle
-LATE_RISE_MB = 12.0  # median of the last third over the middle third: still climbing at the end
+# Median of the last third over the middle third: still climbing at the end. The short run has
+# only ~6 cycles a third, so allocator noise (seen: +13.7 MB) needs more room; a leak of one
+# model per selection still rises ~80 MB between those thirds.
+LATE_RISE_MB = 12.0 if FULL else 24.0
 PEAK_MB = 96.0  # any single cycle over the first
 SUCCESS = ICONS[Kind.SUCCESS]
 
