@@ -37,6 +37,8 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
+from common import model_folder  # noqa: E402
+
 import quantcore  # noqa: E402
 from quantcore import evaluate, settings  # noqa: E402
 from quantcore.drift import DriftInputs, drift_inputs, layer_drift  # noqa: E402
@@ -47,21 +49,6 @@ logger = logging.getLogger("bench_drift")
 TIME_TARGET = 3.0
 MEMORY_TOLERANCE = (1.2, 8.0)  # ratio, or MB: whichever is looser
 BATCH_SIZE = 32
-BUNDLED = PROJECT_ROOT / "models" / "resnet8"
-
-
-def _folder(requested: Path | None, scratch: Path) -> tuple[Path, str]:
-    folder = requested or BUNDLED
-    if folder.is_dir() and any(folder.glob("*.onnx")) and any(folder.glob("*.pt")):
-        return folder, str(folder)
-    from tests.conftest import _build_variants
-
-    built = scratch / "tiny"
-    built.mkdir()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _build_variants(built)
-    return built, f"{folder} has no variants: built the five tiny test variants in a temp dir"
 
 
 def _load(folder: Path) -> quantcore.ModelVariants:
@@ -181,7 +168,7 @@ def main() -> None:
         print(json.dumps(memory_child(args.folder, args.child)))
         return
     with tempfile.TemporaryDirectory() as scratch:
-        folder, origin = _folder(args.folder, Path(scratch))
+        folder, origin = model_folder(args.folder, Path(scratch))
         print(f"folder: {origin}")
         timing = time_ratio(folder, args.images, args.repeats)
         print(f"variants: {', '.join(timing['variants'])}; {timing['images']} images from {timing['source']}")

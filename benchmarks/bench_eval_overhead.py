@@ -50,35 +50,16 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
+from common import model_folder  # noqa: E402
 
 import quantcore  # noqa: E402
-from quantcore import datasets, evaluate, predictions, results_cache, settings  # noqa: E402
+from quantcore import evaluate, predictions, results_cache, settings  # noqa: E402
 from quantcore.model_input import folder_samples, input_spec, to_model_input  # noqa: E402
 from quantcore.scorecard import score_accuracy  # noqa: E402
 from quantcore.variants import Status, VariantKey, VariantRecord  # noqa: E402
 
 TARGET = 1.10
-BUNDLED = PROJECT_ROOT / "models" / "resnet8"
 GENERATED_SAMPLES = 1000
-
-
-def _folder(requested: Path | None, scratch: Path) -> tuple[Path, str]:
-    folder = requested or BUNDLED
-    complete = folder.is_dir() and any(folder.glob("*.onnx")) and any(folder.glob("*.pt"))
-    if complete and (folder / "samples.npz").is_file():
-        return folder, str(folder)
-    from tests.conftest import _build_variants
-
-    built = scratch / "tiny"
-    built.mkdir()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _build_variants(built)
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (GENERATED_SAMPLES, 3, 32, 32), dtype=np.uint8)
-    labels = rng.integers(0, 10, GENERATED_SAMPLES).astype(np.int64)
-    datasets.save_samples(built / "samples.npz", datasets.LabelledImages(images, labels, datasets.FASHION_MNIST_LABELS))
-    return built, f"{folder} is incomplete: built the five tiny test variants and {GENERATED_SAMPLES} generated samples"
 
 
 def _raw_runner(model: object, batches: list[np.ndarray], threads: int) -> Callable[[], None]:
@@ -122,7 +103,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as scratch:
-        folder, origin = _folder(args.folder, Path(scratch))
+        folder, origin = model_folder(args.folder, Path(scratch), samples=GENERATED_SAMPLES)
         settings.configure(models_root=folder.parent)
         variants = quantcore.load_model_variants(folder)
         spec = input_spec(variants)

@@ -58,3 +58,37 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def median_ms(values: Sequence[float]) -> float:
     return statistics.median(values) * 1000
+
+
+BUNDLED_MODELS = PROJECT_ROOT / "models" / "resnet8"
+
+
+def model_folder(requested: Path | None, scratch: Path, *, samples: int = 0) -> tuple[Path, str]:
+    """The folder to benchmark and where it came from: ``requested`` or the bundled ResNet8 when
+    complete, else the five tiny test variants built in ``scratch`` (with ``samples`` generated
+    labelled images when the benchmark needs a samples.npz)."""
+    import warnings
+
+    folder = requested or BUNDLED_MODELS
+    complete = folder.is_dir() and any(folder.glob("*.onnx")) and any(folder.glob("*.pt"))
+    if complete and (not samples or (folder / "samples.npz").is_file()):
+        return folder, str(folder)
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from tests.conftest import _build_variants
+
+    built = scratch / "tiny"
+    built.mkdir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _build_variants(built)
+    if not samples:
+        return built, f"{folder} has no variants: built the five tiny test variants in a temp dir"
+    import numpy as np
+
+    from quantcore import datasets
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (samples, 3, 32, 32), dtype=np.uint8)
+    labels = rng.integers(0, 10, samples).astype(np.int64)
+    datasets.save_samples(built / "samples.npz", datasets.LabelledImages(images, labels, datasets.FASHION_MNIST_LABELS))
+    return built, f"{folder} is incomplete: built the five tiny test variants and {samples} generated samples"
