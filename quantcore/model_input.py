@@ -19,20 +19,17 @@ import re
 import warnings
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from quantcore import datasets
 from quantcore.errors import DatasetError, InvalidImageError
-from quantcore.variants import ModelVariants, Status, VariantKey
+from quantcore.variants import CARD_NAME, ModelVariants, Status, VariantKey
 
 logger = logging.getLogger(__name__)
 
 SAMPLES_NAME = "samples.npz"
-CARD_NAME = "model_card.json"
-MAX_CARD_BYTES = 1 << 20
 # An upload is decoded only when small enough to be a photo, never a decompression bomb.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
@@ -79,18 +76,6 @@ def _json_value(text: Any) -> Any:
         return None
 
 
-def _card(folder: Path) -> dict[str, Any]:
-    path = folder / CARD_NAME
-    try:
-        if not path.is_file() or path.stat().st_size > MAX_CARD_BYTES:
-            return {}
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        logger.warning("%s unreadable; input described without it", path)
-        return {}
-    return card if isinstance(card, dict) else {}
-
-
 def _recorded(variants: ModelVariants) -> tuple[dict[str, Any], list[str] | None, str]:
     """Preprocessing and labels from the first ONNX variant that records them, else the model card."""
     for key in (VariantKey.ONNX_FLOAT, VariantKey.ONNX_INT8, VariantKey.ONNX_UINT8):
@@ -100,7 +85,7 @@ def _recorded(variants: ModelVariants) -> tuple[dict[str, Any], list[str] | None
         labels = _json_value(metadata.get("labels"))
         if isinstance(preprocessing, dict):
             return preprocessing, labels if isinstance(labels, list) else None, f"{key} metadata"
-    card = _card(variants.folder)
+    card = variants.loaded.card  # read (confined to the folder) when it loaded
     if isinstance(card.get("preprocessing"), dict):
         labels = card.get("labels")
         return card["preprocessing"], labels if isinstance(labels, list) else None, CARD_NAME

@@ -100,6 +100,7 @@ class LoadedFolder:
     load_seconds: float
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # the files disagree with what describes them
+    card: dict[str, Any] = field(default_factory=dict)  # model_card.json, read once with the folder
 
 
 class ModelVariants(Mapping[str, Any]):
@@ -256,12 +257,17 @@ def _is_shape(value: Any) -> bool:
     )
 
 
-def _card_shape(folder: Path, names: set[str], confine_to: Path, notes: list[str]) -> list[int] | None:
-    """The input shape (without the batch axis) that the folder's model card gives, if any."""
+def _read_card(folder: Path, names: set[str], confine_to: Path, notes: list[str]) -> dict[str, Any]:
+    """The folder's model card (``{}`` when there is none, or it is not a JSON object)."""
     if CARD_NAME not in names:
-        return None
+        return {}
     card = _read_json_sidecar(folder, CARD_NAME, confine_to=confine_to, notes=notes)
-    preprocessing = card.get("preprocessing") if isinstance(card, dict) else None
+    return card if isinstance(card, dict) else {}
+
+
+def _card_shape(card: dict[str, Any], notes: list[str]) -> list[int] | None:
+    """The input shape (without the batch axis) that the model card gives, if any."""
+    preprocessing = card.get("preprocessing")
     if not isinstance(preprocessing, dict) or "shape" not in preprocessing:
         return None
     if not _is_shape(preprocessing["shape"]):
@@ -374,10 +380,11 @@ def _load_folder(folder: Path, names: set[str], *, trusted: bool, confine_to: Pa
         else VariantRecord(key, Status.MISSING)
         for key in VariantKey
     }
-    warnings = _input_shape_warnings(records, _card_shape(folder, names, confine_to, notes))
+    card = _read_card(folder, names, confine_to, notes)
+    warnings = _input_shape_warnings(records, _card_shape(card, notes))
     seconds = time.perf_counter() - started
     logger.info("loaded %s in %.2fs: %s", folder, seconds, {str(k): str(r.status) for k, r in records.items()})
-    return LoadedFolder(folder, stem, trusted, records, seconds, tuple(notes), tuple(warnings))
+    return LoadedFolder(folder, stem, trusted, records, seconds, tuple(notes), tuple(warnings), card)
 
 
 _CACHE: SingleFlightLRU[LoadedFolder] = SingleFlightLRU(settings.current().cache_size)
