@@ -50,7 +50,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from quantcore import datasets, evaluate
 from quantcore.architectures import build_resnet8
-from quantcore.datasets import LabelledImages
+from quantcore.datasets import SAMPLES_NAME, LabelledImages
 from quantcore.errors import DatasetError
 from quantcore.loaders import load_onnx_model, load_pytorch_model
 from quantcore.settings import PROJECT_ROOT
@@ -60,7 +60,6 @@ log = logging.getLogger(__name__)
 STEM = "resnet8"
 DEFAULT_OUT = PROJECT_ROOT / "models" / STEM
 CARD_NAME = "model_card.json"
-SAMPLES_NAME = "samples.npz"
 VARIANT_FILES = {
     "onnx_float": f"{STEM}.onnx",
     "onnx_int8": f"{STEM}_int8.onnx",

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from quantcore.datasets import SAMPLES_NAME
 from quantcore.errors import DatasetError
 from quantcore.layers import Layer, LayerTable, build_layer_table, input_shape
 from quantcore.taps import Capture, Tapper, make_tapper, to_numpy
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SAMPLES_NAME = "samples.npz"
 DEFAULT_IMAGES = 256
 DEFAULT_BATCH_SIZE = 32
 MAX_IMAGES = 4096
@@ -343,7 +343,9 @@ def layer_drift(
             notes.append("the input shape is unknown: nothing to run")
             comparisons = []
         else:
-            inputs, input_notes = drift_inputs(variants.folder, shape[1:], images=images)
+            inputs, input_notes = drift_inputs(
+                variants.folder if variants.sidecar(SAMPLES_NAME) else None, shape[1:], images=images
+            )
             notes.extend(input_notes)
 
     tappers: dict[VariantKey, Tapper] = {}

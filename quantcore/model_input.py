@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 
 from quantcore import datasets
+from quantcore.datasets import SAMPLES_NAME
 from quantcore.errors import DatasetError, InvalidImageError
 from quantcore.variants import CARD_NAME, ModelVariants, Status, VariantKey
 
 logger = logging.getLogger(__name__)
 
-SAMPLES_NAME = "samples.npz"
 # An upload is decoded only when small enough to be a photo, never a decompression bomb.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
@@ -176,8 +176,8 @@ def folder_samples(variants: ModelVariants, spec: InputSpec) -> tuple[SampleSet 
     Returns:
         The samples (None when there are none that fit) and notes saying why not.
     """
-    path = variants.folder / SAMPLES_NAME
-    if not path.is_file():
+    path = variants.sidecar(SAMPLES_NAME)
+    if path is None:
         return None, [f"no {SAMPLES_NAME} in this folder"]
     try:
         stat = path.stat()

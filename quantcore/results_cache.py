@@ -14,7 +14,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from quantcore.cache import CacheInfo, SingleFlightLRU
-from quantcore.drift import SAMPLES_NAME
+from quantcore.datasets import SAMPLES_NAME
 from quantcore.variants import ModelVariants
 
 T = TypeVar("T")

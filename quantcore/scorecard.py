@@ -24,9 +24,10 @@ import numpy as np
 
 from quantcore import datasets, paths, results_cache, settings
 from quantcore.cache import SingleFlightLRU
+from quantcore.datasets import SAMPLES_NAME
 from quantcore.errors import DatasetError, ModelNotFoundError, PathNotAllowedError
 from quantcore.layers import reference_key
-from quantcore.model_input import SAMPLES_NAME, InputSpec, SampleSet, folder_samples, to_model_input
+from quantcore.model_input import InputSpec, SampleSet, folder_samples, to_model_input
 from quantcore.predictions import VariantOutputs, fixed_batch_size, predictor_for, runnable, variant_logits
 from quantcore.variants import ModelVariants, VariantKey
 

@@ -101,6 +101,7 @@ class LoadedFolder:
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # the files disagree with what describes them
     card: dict[str, Any] = field(default_factory=dict)  # model_card.json, read once with the folder
+    confine_to: Path | None = None  # where the folder's files must resolve (default: the folder)
 
 
 class ModelVariants(Mapping[str, Any]):
@@ -129,6 +130,14 @@ class ModelVariants(Mapping[str, Any]):
     @property
     def records(self) -> dict[VariantKey, VariantRecord]:
         return self.loaded.records
+
+    def sidecar(self, name: str) -> Path | None:
+        """``folder/name`` if it is a regular file resolving inside the folder's confines, else ``None``."""
+        path = self.folder / name
+        confine = self.loaded.confine_to or self.folder
+        if not path.is_file() or not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(confine)):
+            return None
+        return path
 
     def __repr__(self) -> str:
         loaded = [str(k) for k, r in self.records.items() if r.status is Status.LOADED]
@@ -384,7 +393,7 @@ def _load_folder(folder: Path, names: set[str], *, trusted: bool, confine_to: Pa
     warnings = _input_shape_warnings(records, _card_shape(card, notes))
     seconds = time.perf_counter() - started
     logger.info("loaded %s in %.2fs: %s", folder, seconds, {str(k): str(r.status) for k, r in records.items()})
-    return LoadedFolder(folder, stem, trusted, records, seconds, tuple(notes), tuple(warnings), card)
+    return LoadedFolder(folder, stem, trusted, records, seconds, tuple(notes), tuple(warnings), card, confine_to)
 
 
 _CACHE: SingleFlightLRU[LoadedFolder] = SingleFlightLRU(settings.current().cache_size)

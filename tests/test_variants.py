@@ -152,3 +152,15 @@ def test_evicted_folder_is_released(variant_folder: Path, models_root: Path):
     info = quantcore.cache_info()
     assert (info.capacity, info.entries, info.evictions) == (1, 1, 1)
     assert ref() is None, "the evicted folder's models are still referenced somewhere"
+
+
+def test_sidecar_files_must_be_regular_and_inside_the_folder(variant_folder: Path, tmp_path: Path):
+    outside = tmp_path / "outside.npz"
+    outside.write_bytes(b"x")
+    (variant_folder / "samples.npz").symlink_to(outside)
+    (variant_folder / "inside.npz").write_bytes(b"x")
+    (variant_folder / "folder.npz").mkdir()
+    variants = load_model_variants(variant_folder)
+    assert variants.sidecar("samples.npz") is None
+    assert variants.sidecar("folder.npz") is None
+    assert variants.sidecar("inside.npz") == variant_folder / "inside.npz"
