@@ -40,9 +40,11 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from common import model_folder  # noqa: E402
 
 import quantcore  # noqa: E402
-from quantcore import evaluate, settings  # noqa: E402
-from quantcore.drift import DriftInputs, drift_inputs, layer_drift  # noqa: E402
-from quantcore.layers import build_layer_table, input_shape  # noqa: E402
+from quantcore import settings  # noqa: E402
+from quantcore.backends import predictor_for  # noqa: E402
+from quantcore.evaluate.inputs import generated_inputs, input_spec, sample_inputs  # noqa: E402
+from quantcore.inspect.drift import layer_drift  # noqa: E402
+from quantcore.inspect.layer_table import build_layer_table  # noqa: E402
 
 logger = logging.getLogger("bench_drift")
 
@@ -67,9 +69,8 @@ def _rss_mb() -> float:
 def time_ratio(folder: Path, images: int, repeats: int) -> dict[str, Any]:
     variants = _load(folder)
     loaded = [k for k in quantcore.VariantKey if variants[k] is not None]
-    predictors = {k: evaluate.make_predictor(variants[k]) for k in loaded}
-    shape = input_shape(variants)
-    inputs, notes = drift_inputs(folder, shape[1:], images=images)
+    predictors = {k: predictor_for(variants[k]) for k in loaded}
+    inputs, notes = sample_inputs(variants, input_spec(variants), images=images)
     table = build_layer_table(variants)
 
     def plain() -> None:
@@ -109,8 +110,8 @@ def memory_child(folder: Path, images: int) -> dict[str, Any]:
     """Run in a fresh process: RSS growth and tracemalloc peak of one ``layer_drift`` over ``images``."""
     variants = _load(folder)
     table = build_layer_table(variants)
-    shape = input_shape(variants)[1:]
-    layer_drift(variants, table=table, inputs=DriftInputs("warm-up", BATCH_SIZE, shape), batch_size=BATCH_SIZE)
+    spec = input_spec(variants)
+    layer_drift(variants, table=table, inputs=generated_inputs(spec, BATCH_SIZE), batch_size=BATCH_SIZE)
     before = _rss_mb()
     peak = [before]
     done = threading.Event()
@@ -123,7 +124,7 @@ def memory_child(folder: Path, images: int) -> dict[str, Any]:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     tracemalloc.start()
-    report = layer_drift(variants, table=table, inputs=DriftInputs("generated", images, shape, seed=1),
+    report = layer_drift(variants, table=table, inputs=generated_inputs(spec, images, seed=1),
                          batch_size=BATCH_SIZE)  # fmt: skip
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()

@@ -9,7 +9,7 @@ flipping every time, so a burst of load from elsewhere falls on both alike):
     here (same options: --threads intra-op threads) called with ``session.run`` on the
     pre-made float32 batches, or the torch module called on them under
     ``torch.no_grad()``; nothing else.
-(b) ours — ``quantcore.scorecard.score_accuracy`` over the folder's
+(b) ours — ``quantcore.evaluate.score_accuracy`` over the folder's
     ``samples.npz`` for that variant alone: uint8 pixels -> model input, the
     variant through its cached predictor in the same batch size, logits kept,
     accuracy and per-class accuracy computed. The results cache is cleared
@@ -53,10 +53,12 @@ import torch  # noqa: E402
 from common import model_folder  # noqa: E402
 
 import quantcore  # noqa: E402
-from quantcore import evaluate, predictions, results_cache, settings  # noqa: E402
-from quantcore.model_input import folder_samples, input_spec, to_model_input  # noqa: E402
-from quantcore.scorecard import score_accuracy  # noqa: E402
-from quantcore.variants import Status, VariantKey, VariantRecord  # noqa: E402
+from quantcore import settings  # noqa: E402
+from quantcore.backends import runners_clear  # noqa: E402
+from quantcore.evaluate.inputs import folder_samples, input_spec, to_model_input  # noqa: E402
+from quantcore.evaluate.predictions import runnable  # noqa: E402
+from quantcore.evaluate.scorecard import score_accuracy  # noqa: E402
+from quantcore.load import Status, VariantKey, VariantRecord, results_cache  # noqa: E402
 
 TARGET = 1.10
 GENERATED_SAMPLES = 1000
@@ -96,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--threads", type=int, default=evaluate.DEFAULT_THREADS)
+    parser.add_argument("--threads", type=int, default=settings.current().threads)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
@@ -108,9 +110,9 @@ def main() -> None:
         variants = quantcore.load_model_variants(folder)
         spec = input_spec(variants)
         samples, _ = folder_samples(variants, spec)
-        keys, skipped = predictions.runnable(variants)
+        keys, skipped = runnable(variants)
         inputs = to_model_input(samples.images, spec)
-        size = evaluate.EVAL_BATCH_SIZE
+        size = settings.current().eval_batch_size
         batches = [np.ascontiguousarray(inputs[i : i + size]) for i in range(0, len(inputs), size)]
         raw_runs = {key: _raw_runner(variants[key], batches, args.threads) for key in keys}
         views = {key: _only(variants, key) for key in keys}
@@ -152,7 +154,7 @@ def main() -> None:
         scoring = (time.perf_counter() - started) / 5
 
         results_cache.cache_clear()
-        predictions.predictor_cache_clear()
+        runners_clear()
         started = time.perf_counter()
         score_accuracy(variants, samples, spec, threads=args.threads)
         cold = time.perf_counter() - started

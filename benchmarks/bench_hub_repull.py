@@ -28,7 +28,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from quantcore.hub import pull_model_variants  # noqa: E402
+from quantcore.load.hub import pull_model_variants  # noqa: E402
 from tests.hub_servers import HubContractServer, OlahServer, make_git_repo  # noqa: E402
 
 logger = logging.getLogger("bench_hub_repull")

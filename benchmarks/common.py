@@ -85,7 +85,7 @@ def model_folder(requested: Path | None, scratch: Path, *, samples: int = 0) -> 
         return built, f"{folder} has no variants: built the five tiny test variants in a temp dir"
     import numpy as np
 
-    from quantcore import datasets
+    from quantcore.data import datasets
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (samples, 3, 32, 32), dtype=np.uint8)

@@ -31,28 +31,16 @@ from gradio_app.inspect_views import (
     variants_from,
 )
 from quantcore import QuantcoreError
-from quantcore.model_input import (
-    InputSpec,
-    SampleSet,
-    folder_samples,
-    image_to_pixels,
-    input_spec,
-    pixels_to_picture,
-)
-from quantcore.predictions import DEFAULT_TOP_K, MAX_TOP_K, FlipReport, Prediction, find_flips, predict_image
-from quantcore.predictions import variant_logits as _variant_logits
-from quantcore.results_cache import cached
-from quantcore.scorecard import (
-    DEFAULT_RUNS,
-    MAX_RUNS,
-    Scorecard,
-    build_scorecard,
-    data_roots,
-    find_test_sets,
-    load_test_set,
-    scorecard_figure,
-)
-from quantcore.variants import ModelVariants
+from quantcore.data.test_sets import data_roots, find_test_sets
+from quantcore.evaluate.flips import FlipReport, find_flips
+from quantcore.evaluate.images import image_to_pixels, pixels_to_picture
+from quantcore.evaluate.inputs import InputSpec, SampleSet, folder_samples, input_spec, load_test_set
+from quantcore.evaluate.predictions import DEFAULT_TOP_K, MAX_TOP_K, Prediction, predict_image
+from quantcore.evaluate.predictions import variant_logits as _variant_logits
+from quantcore.evaluate.scorecard import Scorecard, build_scorecard, scorecard_figure
+from quantcore.evaluate.speed import DEFAULT_RUNS, MAX_RUNS
+from quantcore.load import ModelVariants
+from quantcore.load.results_cache import cached
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,9 @@ from typing import Any
 import gradio as gr
 
 from gradio_app import render
-from quantcore import QuantcoreError, get_model_summary, hub, load_model_variants, paths, settings
+from quantcore import QuantcoreError, get_model_summary, load_model_variants, paths, settings
 from quantcore.errors import PathNotAllowedError
+from quantcore.load import hub
 
 logger = logging.getLogger(__name__)
 

@@ -27,11 +27,18 @@ import pandas as pd
 
 from gradio_app import render
 from quantcore import QuantcoreError, load_model_variants, paths
-from quantcore.drift import DEFAULT_IMAGES, DriftReport, drift_figure, layer_drift
-from quantcore.layers import LayerTable, build_layer_table
-from quantcore.results_cache import cached
-from quantcore.variants import ModelVariants
-from quantcore.weights import DEFAULT_BINS, MAX_BINS, compare_weights, histogram, stats_records, weight_histogram_figure
+from quantcore.inspect.drift import DEFAULT_IMAGES, DriftReport, drift_figure, layer_drift
+from quantcore.inspect.layer_table import LayerTable, build_layer_table
+from quantcore.inspect.weights import (
+    DEFAULT_BINS,
+    MAX_BINS,
+    compare_weights,
+    histogram,
+    stats_records,
+    weight_histogram_figure,
+)
+from quantcore.load import ModelVariants
+from quantcore.load.results_cache import cached
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +83,7 @@ class _NothingLoaded(Exception):
 
 
 def _hub_variants(hub: dict[str, Any]) -> ModelVariants:
-    from quantcore.hub import load_pulled_variants  # imported on use: it brings in huggingface_hub
+    from quantcore.load.hub import load_pulled_variants  # imported on use: it brings in huggingface_hub
 
     # The commit pins exactly what was loaded; a cached snapshot is re-used without a request.
     revision = hub.get("commit") or hub.get("revision_requested")

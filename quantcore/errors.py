@@ -77,3 +77,7 @@ class HubOfflineError(HubUnreachableError):
 
 class InvalidImageError(DatasetError):
     """An uploaded image is unreadable, or too large to decode safely."""
+
+
+class NothingLoadedError(QuantcoreError, LookupError):
+    """A view was asked for before any folder (or Hub repo) was loaded."""

@@ -3,12 +3,19 @@
 Public functions take keyword-only arguments that default to ``current()``;
 the app overrides values from its command-line flags with ``configure()``.
 
-| variable                      | default              | meaning                                  |
-|-------------------------------|----------------------|------------------------------------------|
-| QP_MODELS_DIR                 | ``<project>/models`` | local models root (trusted)              |
-| QP_CACHE_SIZE                 | 8                    | folders kept loaded (LRU)                |
-| QP_MAX_MODEL_MB               | 512                  | largest model file opened                |
-| QP_TRUST_REMOTE_MODELS        | 0                    | let Hub TorchScript/pickles load (runs code) |
+| variable                      | default                  | meaning                                      |
+|-------------------------------|--------------------------|----------------------------------------------|
+| QP_MODELS_DIR                 | ``<project>/models``     | local models root (trusted)                  |
+| QP_DATA_DIRS                  | ``/usr/share/datasets``  | extra roots test sets may be read from (``:``-separated) |
+| QP_CACHE_SIZE                 | 8                        | folders kept loaded (LRU)                    |
+| QP_MAX_MODEL_MB               | 512                      | largest model file opened                    |
+| QP_TRUST_REMOTE_MODELS        | 0                        | let Hub TorchScript/pickles load (runs code) |
+| QP_THREADS                    | 2                        | intra-op threads of every model run          |
+| QP_EVAL_BATCH_SIZE            | 250                      | images per call when scoring a sample set    |
+| QP_MAX_IMAGE_PIXELS           | 40000000                 | largest image decoded (width x height)       |
+| QP_MAX_IMAGE_MB               | 20                       | largest image file read                      |
+| QP_MAX_ACTIVATION_MB          | 512                      | captured activations of one per-layer batch  |
+| QP_MAX_RUN_IMAGES             | 4096                     | most images one per-layer run may take       |
 """
 
 from __future__ import annotations
@@ -19,26 +26,63 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TRUST_REMOTE_ENV = "QP_TRUST_REMOTE_MODELS"
+MB = 1024 * 1024
+# Debian installs its data set packages (dataset-fashion-mnist) here.
+DEFAULT_DATA_DIRS = (Path("/usr/share/datasets"),)
 
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _env_int(name: str, default: int, *, minimum: int = 1) -> int:
+    return max(minimum, int(os.environ.get(name, str(default))))
+
+
+def _env_bytes(name: str, default_mb: float) -> int:
+    return int(float(os.environ.get(name, str(default_mb))) * MB)
+
+
+def _env_paths(name: str, default: tuple[Path, ...]) -> tuple[Path, ...]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return tuple(Path(p).resolve() for p in raw.split(os.pathsep) if p.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     models_root: Path
+    data_dirs: tuple[Path, ...] = DEFAULT_DATA_DIRS
     cache_size: int = 8
-    max_model_bytes: int = 512 * 1024 * 1024
+    max_model_bytes: int = 512 * MB
     trust_remote_models: bool = False
+    threads: int = 2
+    eval_batch_size: int = 250
+    max_image_pixels: int = 40_000_000
+    max_image_bytes: int = 20 * MB
+    max_activation_bytes: int = 512 * MB
+    max_run_images: int = 4096
+
+    @property
+    def data_roots(self) -> tuple[Path, ...]:
+        """Where a test set may be read from: the models root and the data dirs."""
+        return (self.models_root, *self.data_dirs)
 
 
 def _from_environment() -> Settings:
     return Settings(
         models_root=Path(os.environ.get("QP_MODELS_DIR", PROJECT_ROOT / "models")).resolve(),
-        cache_size=max(1, int(os.environ.get("QP_CACHE_SIZE", "8"))),
-        max_model_bytes=int(float(os.environ.get("QP_MAX_MODEL_MB", "512")) * 1024 * 1024),
+        data_dirs=_env_paths("QP_DATA_DIRS", DEFAULT_DATA_DIRS),
+        cache_size=_env_int("QP_CACHE_SIZE", 8),
+        max_model_bytes=_env_bytes("QP_MAX_MODEL_MB", 512),
         trust_remote_models=_env_flag(TRUST_REMOTE_ENV),
+        threads=_env_int("QP_THREADS", 2),
+        eval_batch_size=_env_int("QP_EVAL_BATCH_SIZE", 250),
+        max_image_pixels=_env_int("QP_MAX_IMAGE_PIXELS", 40_000_000),
+        max_image_bytes=_env_bytes("QP_MAX_IMAGE_MB", 20),
+        max_activation_bytes=_env_bytes("QP_MAX_ACTIVATION_MB", 512),
+        max_run_images=_env_int("QP_MAX_RUN_IMAGES", 4096),
     )
 
 

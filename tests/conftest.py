@@ -32,7 +32,7 @@ def _build_variants(folder: Path) -> None:
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    from quantcore.architectures import ResNet8
+    from quantcore.models.resnet8 import ResNet8
 
     torch.manual_seed(0)
     model = ResNet8().eval()

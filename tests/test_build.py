@@ -14,8 +14,9 @@ import pytest
 import torch
 
 import quantcore
-from quantcore import build, datasets
+from quantcore.data import datasets
 from quantcore.settings import PROJECT_ROOT
+from scripts import build_resnet8 as build
 from tests.test_datasets import write_cifar10
 
 SMOKE = [
@@ -119,4 +120,4 @@ def test_build_stops_on_a_hostile_cifar_folder_before_writing(models_root: Path,
 def test_help_names_the_one_command(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         build.main(["--help"])
-    assert "python -m quantcore.build" in capsys.readouterr().out
+    assert "python -m scripts.build_resnet8" in capsys.readouterr().out

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantcore import datasets
-from quantcore.datasets import LabelledImages
+from quantcore.data import datasets
+from quantcore.data.datasets import LabelledImages
 from quantcore.errors import DatasetError
 
 

@@ -9,22 +9,21 @@ import numpy as np
 import pytest
 
 import quantcore
-from quantcore.drift import (
-    DriftInputs,
-    SqnrAccumulator,
-    drift_figure,
-    drift_inputs,
-    layer_drift,
-    sqnr_db,
-)
-from quantcore.layers import build_layer_table
-from quantcore.variants import VariantKey
+from quantcore.data.datasets import PREPROCESSING
+from quantcore.evaluate.inputs import InputBatches, InputSpec, generated_inputs, input_spec, sample_inputs
+from quantcore.inspect.drift import drift_figure, layer_drift
+from quantcore.inspect.layer_table import build_layer_table
+from quantcore.inspect.sqnr import SqnrAccumulator, sqnr_db
+from quantcore.load import VariantKey
 
 QUANTIZED = ("onnx_int8", "onnx_uint8", "pytorch_int8")
 
 
-def _generated(count: int, seed: int = 0) -> DriftInputs:
-    return DriftInputs(f"test inputs ({count})", count, (3, 32, 32), seed=seed)
+SPEC = InputSpec((3, 32, 32), PREPROCESSING, None)
+
+
+def _generated(count: int, seed: int = 0) -> InputBatches:
+    return generated_inputs(SPEC, count, seed=seed)
 
 
 def test_sqnr_of_a_hand_computed_case() -> None:
@@ -136,7 +135,7 @@ def test_batch_size_does_not_change_the_answer(variant_folder: Path) -> None:
 
 
 def test_samples_npz_is_used_with_its_labels(variant_folder: Path) -> None:
-    from quantcore.datasets import LabelledImages, save_samples
+    from quantcore.data.datasets import LabelledImages, save_samples
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(20, 3, 32, 32), dtype=np.uint8)
@@ -146,19 +145,23 @@ def test_samples_npz_is_used_with_its_labels(variant_folder: Path) -> None:
     assert report.images == 12 and report.source.startswith("samples.npz (12 images")
     assert all(d.accuracy is not None for d in report.variants)
     assert set(report.reference_accuracy) == {"onnx_float", "pytorch_float"}
-    inputs, notes = drift_inputs(variant_folder, (3, 32, 32), images=50)
+    variants = quantcore.load_model_variants(variant_folder)
+    inputs, notes = sample_inputs(variants, input_spec(variants), images=50)
     assert inputs.count == 20 and notes == ["samples.npz holds 20 images; all of them used"]
     np.testing.assert_allclose(next(inputs.batches(4))[0], images[:4] / 255.0, rtol=1e-6)
 
 
 def test_generated_inputs_when_there_are_no_samples(variant_folder: Path) -> None:
-    inputs, notes = drift_inputs(variant_folder, (3, 32, 32), images=10, seed=4)
+    variants = quantcore.load_model_variants(variant_folder)
+    inputs, notes = sample_inputs(variants, input_spec(variants), images=10, seed=4)
     batches = [b for b, _ in inputs.batches(4)]
 
     assert [len(b) for b in batches] == [4, 4, 2] and notes[0].startswith("no samples.npz")
-    assert all(b.dtype == np.float32 and b.min() >= 0 and b.max() < 1 for b in batches)
+    # Generated pixels become input the way samples do: pixels / 255.
+    assert all(b.dtype == np.float32 and b.min() >= 0 and b.max() <= 1 for b in batches)
+    np.testing.assert_allclose(np.concatenate(batches) * 255, np.round(np.concatenate(batches) * 255), atol=1e-3)
     with pytest.raises(ValueError):
-        drift_inputs(variant_folder, (3, 32, 32), images=0)
+        sample_inputs(variants, input_spec(variants), images=0)
 
 
 def test_missing_and_broken_variants_are_skipped_with_a_note(variant_folder: Path) -> None:

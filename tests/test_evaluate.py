@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from quantcore import evaluate
+from quantcore.backends import predictor_for
 from quantcore.errors import InvalidModelError
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export")
@@ -45,27 +46,27 @@ def test_onnx_torch_and_torchscript_give_the_same_logits(tmp_path: Path, inputs:
 
 
 def test_predict_logits_batches_without_changing_results(tmp_path: Path, inputs: np.ndarray) -> None:
-    predictor = evaluate.make_predictor(_as_onnx(_tiny_model(), tmp_path / "m.onnx"))
+    predictor = predictor_for(_as_onnx(_tiny_model(), tmp_path / "m.onnx"))
     whole = evaluate.predict_logits(predictor, inputs, batch_size=100)
     np.testing.assert_allclose(evaluate.predict_logits(predictor, inputs, batch_size=3), whole, rtol=1e-6, atol=1e-6)
 
 
 def test_torch_predictor_leaves_the_thread_count_as_it_was(inputs: np.ndarray) -> None:
     before = torch.get_num_threads()
-    evaluate.make_predictor(_tiny_model(), threads=1)(inputs)
+    predictor_for(_tiny_model(), threads=1)(inputs)
     assert torch.get_num_threads() == before
 
 
-def test_make_predictor_rejects_what_it_cannot_run() -> None:
+def test_predictor_for_rejects_what_it_cannot_run() -> None:
     with pytest.raises(TypeError):
-        evaluate.make_predictor("model.onnx")  # type: ignore[arg-type]
+        predictor_for("model.onnx")  # type: ignore[arg-type]
     broken = onnx.helper.make_model(onnx.helper.make_graph(
         [onnx.helper.make_node("NoSuchOp", ["x"], ["y"])], "g",
         [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
     ))  # fmt: skip
     with pytest.raises(InvalidModelError):
-        evaluate.make_predictor(broken)
+        predictor_for(broken)
 
 
 def test_accuracy_and_agreement_count_top1_matches() -> None:

@@ -32,8 +32,8 @@ from gradio_app import handlers, render
 from quantcore import get_model_summary, load_model_variants, load_onnx_model, load_pytorch_model
 from quantcore import settings as qc_settings
 from quantcore.errors import QuantcoreError
+from quantcore.load import VariantKey
 from quantcore.paths import resolve_folder
-from quantcore.variants import VariantKey
 from tests.app_server import served_app
 from tests.audit import record_opens
 

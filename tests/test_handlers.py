@@ -13,8 +13,8 @@ import pytest
 import quantcore
 from gradio_app import handlers
 from gradio_app.render import Kind
-from quantcore import hub
 from quantcore.errors import InvalidRepoIdError
+from quantcore.load import hub
 from tests.audit import record_opens
 
 FIVE = ["onnx_float", "onnx_int8", "onnx_uint8", "pytorch_float", "pytorch_int8"]

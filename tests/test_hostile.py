@@ -39,8 +39,9 @@ from onnx import TensorProto, helper
 
 import quantcore
 from gradio_app.render import ICONS, Kind, escape
-from quantcore import loaders, paths, settings
-from quantcore.loaders import ModelFormat
+from quantcore import paths, settings
+from quantcore.load import ModelFormat
+from quantcore.load import files as loaders
 from tests.app_server import served_app
 from tests.audit import record_opens
 from tests.hub_servers import HubContractServer

@@ -1,4 +1,4 @@
-"""quantcore.hub against real Hub-compatible servers on 127.0.0.1.
+"""quantcore.load.hub against real Hub-compatible servers on 127.0.0.1.
 
 olah (a self-hosted Hub mirror from PyPI) serves git repos built here; the
 Hub-contract server in ``hub_servers`` produces what olah cannot (revision and
@@ -25,7 +25,7 @@ import pytest
 import torch
 
 import quantcore
-from quantcore import hub, settings
+from quantcore import settings
 from quantcore.errors import (
     GatedRepoError,
     HubError,
@@ -37,6 +37,7 @@ from quantcore.errors import (
     RepoNotFoundError,
     RevisionNotFoundError,
 )
+from quantcore.load import hub
 from tests.conftest import VARIANT_FILES
 from tests.hub_servers import LOOPBACK, HubContractServer, OlahServer, free_port, git_blob_sha1, make_git_repo
 
@@ -360,7 +361,7 @@ def test_killed_download_is_not_trusted_later(
         [
             sys.executable,
             "-c",
-            "import sys; from quantcore.hub import pull_model_variants; "
+            "import sys; from quantcore.load.hub import pull_model_variants; "
             "pull_model_variants('org/tiny', endpoint=sys.argv[1])",
             hub_server.endpoint,
         ],

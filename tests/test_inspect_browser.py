@@ -12,7 +12,7 @@ import pytest
 from gradio_client import Client
 from playwright.sync_api import Page, expect
 
-from quantcore import results_cache
+from quantcore.load import results_cache
 from tests.app_server import Server, served_app
 from tests.browser import tree_entry
 
@@ -108,7 +108,7 @@ def test_a_hub_summary_is_pulled_again_by_its_commit_from_the_cache(
     built_variants: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from gradio_app.inspect_views import layers_api, weights_api
-    from quantcore import hub
+    from quantcore.load import hub
     from tests.conftest import VARIANT_FILES
     from tests.hub_servers import HubContractServer
 
@@ -133,9 +133,12 @@ def test_a_hub_summary_is_pulled_again_by_its_commit_from_the_cache(
 def test_the_per_layer_table_highlights_each_variants_worst_layer(variant_folder: Path) -> None:
     import quantcore
     from gradio_app.inspect_views import WORST_CSS, _highlight_worst
-    from quantcore.drift import DriftInputs, layer_drift
+    from quantcore.data.datasets import PREPROCESSING
+    from quantcore.evaluate.inputs import InputSpec, generated_inputs
+    from quantcore.inspect.drift import layer_drift
 
-    report = layer_drift(quantcore.load_model_variants(variant_folder), inputs=DriftInputs("t", 8, (3, 32, 32)))
+    spec = InputSpec((3, 32, 32), PREPROCESSING, None)
+    report = layer_drift(quantcore.load_model_variants(variant_folder), inputs=generated_inputs(spec, 8))
     styler = _highlight_worst(pd.DataFrame(report.records()), report)
     styler._compute()
     marked = {(row, col) for (row, col), css in styler.ctx.items() if css and css == _css_pairs(WORST_CSS)}

@@ -13,9 +13,9 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import quantcore
-from quantcore.drift import sqnr_db
-from quantcore.layers import LayerTable, align, build_layer_table, extract_layers
-from quantcore.variants import VariantKey
+from quantcore.inspect.layer_table import LayerTable, align, build_layer_table, extract_layers
+from quantcore.inspect.sqnr import sqnr_db
+from quantcore.load import VariantKey
 
 BUNDLED = Path(__file__).resolve().parent.parent / "models" / "resnet8"
 QUANTIZED = [VariantKey.ONNX_INT8, VariantKey.ONNX_UINT8, VariantKey.PYTORCH_INT8]
@@ -129,7 +129,7 @@ def test_torchscript_int8_scales_match_the_scripted_modules(variant_folder: Path
 
 
 def test_an_fx_int8_state_dict_is_read_through_its_graph_module(variant_folder: Path) -> None:
-    from quantcore.architectures import quantize_fx
+    from quantcore.models.registry import quantize_fx
 
     float_model = quantcore.load_pytorch_model(variant_folder / "tiny.pt")
     with warnings.catch_warnings():

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from quantcore import load_onnx_model, load_pytorch_model
-from quantcore.architectures import ResNet8
 from quantcore.errors import (
     InvalidModelError,
     MissingDependencyError,
@@ -18,7 +17,8 @@ from quantcore.errors import (
     QuantcoreError,
     UnsafeModelError,
 )
-from quantcore.loaders import Storage, detect_storage, load_torch_file
+from quantcore.load.files import Storage, detect_storage, load_torch_file
+from quantcore.models.resnet8 import ResNet8
 
 
 class MakesMarker:
@@ -152,7 +152,7 @@ def test_damaged_torch_files_raise_quantcore_errors(tmp_path: Path, content: byt
 
 
 def test_int8_state_dict_loads_untrusted_and_matches_the_original(tmp_path: Path):
-    from quantcore.architectures import quantize_fx
+    from quantcore.models.registry import quantize_fx
 
     torch.manual_seed(1)
     images = torch.rand(16, 3, 32, 32)

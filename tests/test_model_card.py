@@ -11,8 +11,10 @@ import pytest
 import torch
 
 import quantcore
-from quantcore import build, datasets, evaluate
+from quantcore import evaluate
+from quantcore.data import datasets
 from quantcore.settings import PROJECT_ROOT
+from scripts import build_resnet8 as build
 
 FOLDER = PROJECT_ROOT / "models" / "resnet8"
 CARD: dict[str, Any] = json.loads((FOLDER / "model_card.json").read_text())

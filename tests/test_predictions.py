@@ -15,25 +15,15 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 import quantcore
-from quantcore import datasets, results_cache
+from quantcore import settings
+from quantcore.backends import predictor_for
+from quantcore.data import datasets
 from quantcore.errors import InvalidImageError
-from quantcore.model_input import (
-    InputSpec,
-    SampleSet,
-    folder_samples,
-    image_to_pixels,
-    input_spec,
-    to_model_input,
-)
-from quantcore.predictions import (
-    find_flips,
-    fixed_batch_size,
-    predict_image,
-    predictor_for,
-    probabilities,
-    variant_logits,
-)
-from quantcore.variants import VariantKey
+from quantcore.evaluate.flips import find_flips
+from quantcore.evaluate.images import image_to_pixels
+from quantcore.evaluate.inputs import InputSpec, SampleSet, fixed_batch_size, folder_samples, input_spec, to_model_input
+from quantcore.evaluate.predictions import predict_image, probabilities, variant_logits
+from quantcore.load import VariantKey, results_cache
 
 CLASSES = 10
 PIXELS = 3 * 32 * 32
@@ -254,7 +244,7 @@ def test_a_missing_or_broken_variant_is_skipped_with_a_note(variant_folder: Path
 
 
 def test_a_variant_failing_while_running_is_skipped(flip_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import quantcore.predictions as predictions
+    import quantcore.evaluate.predictions as predictions
 
     variants = quantcore.load_model_variants(flip_folder)
     spec = input_spec(variants)
@@ -372,8 +362,6 @@ def test_colour_uploads_are_centre_cropped_and_transparency_is_white() -> None:
 
 
 def test_hostile_uploads_are_refused_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import quantcore.model_input as model_input
-
     with pytest.raises(InvalidImageError, match="not an image"):
         image_to_pixels(b"<svg xmlns='http://www.w3.org/2000/svg'/>", RGB)
     with pytest.raises(InvalidImageError, match="cannot be read"):
@@ -383,7 +371,7 @@ def test_hostile_uploads_are_refused_before_decoding(tmp_path: Path, monkeypatch
     assert len(bomb) < 100_000
     with pytest.raises(InvalidImageError, match=r"over 40,000,000 pixels"):
         image_to_pixels(bomb, RGB)
-    monkeypatch.setattr(model_input, "MAX_IMAGE_BYTES", 1000)
+    settings.configure(max_image_bytes=1000)
     with pytest.raises(InvalidImageError, match="over 1,000 bytes"):
         image_to_pixels(_png(Image.effect_noise((64, 64), 50)), RGB)
 

@@ -12,20 +12,14 @@ import onnx
 import pytest
 
 import quantcore
-from quantcore import datasets, results_cache
+from quantcore.data import datasets
+from quantcore.data.test_sets import find_test_sets
 from quantcore.errors import DatasetError, PathNotAllowedError
-from quantcore.model_input import folder_samples, input_spec
-from quantcore.scorecard import (
-    build_scorecard,
-    find_test_sets,
-    load_test_set,
-    measure_speeds,
-    per_class_accuracy,
-    score_accuracy,
-    scorecard_figure,
-    speed_advice,
-)
-from quantcore.variants import VariantKey
+from quantcore.evaluate.inputs import folder_samples, input_spec, load_test_set
+from quantcore.evaluate.metrics import per_class_accuracy
+from quantcore.evaluate.scorecard import build_scorecard, score_accuracy, scorecard_figure
+from quantcore.evaluate.speed import measure_speeds, speed_advice
+from quantcore.load import VariantKey, results_cache
 from tests.test_predictions import build_flip_folder, direct_logits, gemm_model, stripe_weights, write_samples
 
 FLOAT, INT8, UINT8 = VariantKey.ONNX_FLOAT, VariantKey.ONNX_INT8, VariantKey.ONNX_UINT8
@@ -151,7 +145,7 @@ def test_a_broken_variant_is_skipped_with_a_note(models_root: Path) -> None:
 
 
 def test_speeds_are_cached_per_folder_and_runs(models_root: Path) -> None:
-    from quantcore.scorecard import cached_speeds
+    from quantcore.evaluate.speed import cached_speeds
 
     variants = quantcore.load_model_variants(build_flip_folder(models_root / "cached"))
     spec = input_spec(variants)
@@ -278,7 +272,8 @@ def test_a_graph_with_a_fixed_batch_is_timed_at_that_batch_only(models_root: Pat
 def test_the_bundled_models_reproduce_their_cards_sample_figures() -> None:
     import json
 
-    from quantcore.predictions import find_flips, variant_logits
+    from quantcore.evaluate.flips import find_flips
+    from quantcore.evaluate.predictions import variant_logits
     from tests.app_server import require_bundled_models
 
     folder = require_bundled_models()

@@ -1,9 +1,12 @@
 import json
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
-from quantcore import get_model_summary, load_model_variants
+import pytest
+
+from quantcore import Status, VariantKey, get_model_summary, load_model_variants
 from quantcore.settings import PROJECT_ROOT
 
 
@@ -21,7 +24,9 @@ def test_summary_keeps_contract_and_is_json(variant_folder: Path):
     summary = get_model_summary(load_model_variants(variant_folder))
     json.dumps(summary)
     assert summary["total_loaded"] == 5
-    assert summary["onnx_available"] is True and summary["pytorch_available"] is True
+    # The original contract: the precisions available in each format, as lists.
+    assert summary["onnx_available"] == ["float", "int8", "uint8"]
+    assert summary["pytorch_available"] == ["float", "int8"]
     assert summary["cache_hit"] is False and summary["load_seconds"] > 0
     assert summary["counts"] == {"loaded": 5, "missing": 0, "error": 0, "refused": 0}
     assert not any(k == "path" and isinstance(v, str) for k, v in _keys(summary))
@@ -59,10 +64,27 @@ def test_second_summary_reports_cache_hit(variant_folder: Path):
 
 def test_failed_variant_carries_its_error(variant_folder: Path):
     (variant_folder / "tiny.pt").write_bytes(b"")
+    (variant_folder / "tiny_uint8.onnx").unlink()
     summary = get_model_summary(load_model_variants(variant_folder))
     assert summary["variants"]["pytorch_float"]["status"] == "error"
     assert "empty" in summary["variants"]["pytorch_float"]["error"]
-    assert summary["total_loaded"] == 4
+    assert summary["total_loaded"] == 3
+    assert summary["onnx_available"] == ["float", "int8"] and summary["pytorch_available"] == ["int8"]
+
+
+def test_variants_are_a_read_only_mapping_of_the_five_keys(variant_folder: Path):
+    (variant_folder / "tiny_uint8.onnx").unlink()
+    variants = load_model_variants(variant_folder)
+    assert isinstance(variants, Mapping)
+    assert list(variants) == ["onnx_float", "onnx_int8", "onnx_uint8", "pytorch_float", "pytorch_int8"]
+    assert variants["onnx_uint8"] is None and variants["onnx_float"] is not None
+    assert variants.records[VariantKey.ONNX_UINT8].status is Status.MISSING
+    with pytest.raises(TypeError):
+        variants["onnx_float"] = None  # type: ignore[index]
+    with pytest.raises(TypeError):
+        variants.records[VariantKey.ONNX_FLOAT] = None  # type: ignore[index]
+    with pytest.raises(ValueError, match="unknown variant"):
+        variants["onnx_int4"]
 
 
 def test_cli_prints_summary_and_fails_on_unreadable_folder(variant_folder: Path, tmp_path: Path):

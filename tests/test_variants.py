@@ -12,7 +12,7 @@ import pytest
 import quantcore
 from quantcore import Status, VariantKey, load_model_variants, settings
 from quantcore.errors import ModelNotFoundError
-from quantcore.variants import discover_variant_files
+from quantcore.load import discover_variant_files
 from tests.audit import record_opens
 
 KEYS = ["onnx_float", "onnx_int8", "onnx_uint8", "pytorch_float", "pytorch_int8"]

@@ -10,9 +10,9 @@ import pytest
 from onnx import numpy_helper
 
 import quantcore
-from quantcore.layers import LayerTable, QuantParams, build_layer_table
-from quantcore.variants import VariantKey
-from quantcore.weights import (
+from quantcore.backends import QuantParams
+from quantcore.inspect.layer_table import LayerTable, build_layer_table
+from quantcore.inspect.weights import (
     MAX_BINS,
     compare_weights,
     histogram,
@@ -20,6 +20,7 @@ from quantcore.weights import (
     weight_histogram_figure,
     weight_stats,
 )
+from quantcore.load import VariantKey
 
 
 @pytest.fixture

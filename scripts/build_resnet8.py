@@ -1,8 +1,8 @@
 """Rebuild the bundled ResNet8 variant folder from real data, reproducibly.
 
-    python -m quantcore.build                    # Fashion-MNIST (Debian's dataset-fashion-mnist) -> models/resnet8
-    python -m quantcore.build --cifar10 DIR      # from a cifar-10-batches-py folder instead
-    python -m quantcore.build --evaluate-only    # re-measure the folder's files against its model_card.json
+    python -m scripts.build_resnet8                  # Fashion-MNIST (Debian's dataset-fashion-mnist) -> models/resnet8
+    python -m scripts.build_resnet8 --cifar10 DIR    # from a cifar-10-batches-py folder instead
+    python -m scripts.build_resnet8 --evaluate-only  # re-measure the folder's files against its model_card.json
 
 On a CPU shared with other work, prefix ``OMP_WAIT_POLICY=PASSIVE``: spinning
 OpenMP threads steal the time their partner needs (2-thread training ran 4-5x
@@ -48,18 +48,19 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from quantcore import datasets, evaluate
-from quantcore.architectures import build_resnet8
-from quantcore.datasets import SAMPLES_NAME, LabelledImages
+from quantcore import evaluate
+from quantcore.backends import predictor_for
+from quantcore.data import datasets
+from quantcore.data.datasets import LabelledImages
 from quantcore.errors import DatasetError
-from quantcore.loaders import load_onnx_model, load_pytorch_model
+from quantcore.load import CARD_NAME, SAMPLES_NAME, load_onnx_model, load_pytorch_model
+from quantcore.models.resnet8 import build_resnet8
 from quantcore.settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
 STEM = "resnet8"
 DEFAULT_OUT = PROJECT_ROOT / "models" / STEM
-CARD_NAME = "model_card.json"
 VARIANT_FILES = {
     "onnx_float": f"{STEM}.onnx",
     "onnx_int8": f"{STEM}_int8.onnx",
@@ -77,8 +78,8 @@ INPUT_NAME, OUTPUT_NAME = "input", "logits"
 TARGET_FLOAT_ACCURACY = 0.90
 TARGET_MAX_DROP_POINTS = 1.0
 COMMANDS = {
-    "build": "python -m quantcore.build",
-    "evaluate": "python -m quantcore.build --evaluate-only",
+    "build": "python -m scripts.build_resnet8",
+    "evaluate": "python -m scripts.build_resnet8 --evaluate-only",
 }
 
 
@@ -327,7 +328,7 @@ def save_torch_int8(model: torch.nn.Module, path: Path, calibration: np.ndarray,
 # ---------------------------------------------------------------- measuring
 
 
-def load_written(folder: Path) -> dict[str, evaluate.Variant]:
+def load_written(folder: Path) -> dict[str, Any]:
     """Every variant file in ``folder`` read back through quantcore's loaders, as a user would load it."""
     return {
         key: (load_onnx_model if name.endswith(".onnx") else load_pytorch_model)(folder / name)
@@ -353,7 +354,7 @@ def measure_folder(folder: Path, test: LabelledImages, samples: LabelledImages, 
     """Accuracy (test set and samples), agreement with float, and speed of every variant file in ``folder``."""
     variants = load_written(folder)
     test_x, samples_x = datasets.preprocess(test.images), datasets.preprocess(samples.images)
-    predictors = {key: evaluate.make_predictor(v, threads=THREADS) for key, v in variants.items()}
+    predictors = {key: predictor_for(v, threads=THREADS) for key, v in variants.items()}
     test_logits = {k: evaluate.predict_logits(p, test_x) for k, p in predictors.items()}
     samples_logits = {k: evaluate.predict_logits(p, samples_x) for k, p in predictors.items()}
     speeds = {
@@ -627,7 +628,9 @@ def evaluate_only(args: argparse.Namespace) -> bool:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m quantcore.build", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m scripts.build_resnet8",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--out", type=Path, metavar="DIR", default=DEFAULT_OUT, help="variant folder to write (default: %(default)s)"

@@ -14,8 +14,8 @@ from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
 from quantcore.cache import CacheInfo, SingleFlightLRU
-from quantcore.datasets import SAMPLES_NAME
-from quantcore.variants import ModelVariants
+from quantcore.load.discover import SAMPLES_NAME
+from quantcore.load.folder import ModelVariants
 
 T = TypeVar("T")
 CAPACITY = 32

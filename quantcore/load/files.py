@@ -35,6 +35,7 @@ from quantcore.errors import (
     QuantcoreError,
     UnsafeModelError,
 )
+from quantcore.load.keys import ModelFormat
 
 if TYPE_CHECKING:
     import onnx
@@ -208,7 +209,7 @@ def _find_state_dict(obj: Any) -> Mapping[str, Any] | None:
 
 
 def _module_from_checkpoint(path: Path, checkpoint: Any) -> nn.Module:
-    from quantcore.architectures import ARCHITECTURES, rebuild
+    from quantcore.models import ARCHITECTURES, rebuild
 
     state_dict = _find_state_dict(checkpoint)
     if state_dict is None:
@@ -303,11 +304,6 @@ def load_pytorch_model(
 # ---------------------------------------------------------------- the registry
 
 
-class ModelFormat(StrEnum):
-    ONNX = "onnx"
-    PYTORCH = "pytorch"
-
-
 def _load_onnx_entry(path: Path, trusted: bool, data_root: Path | None) -> tuple[Any, str]:
     return load_onnx_model(path, data_root=data_root), "onnx"
 
@@ -326,7 +322,6 @@ LOADERS: dict[ModelFormat, Callable[[Path, bool, Path | None], tuple[Any, str]]]
 __all__ = [
     "LOADERS",
     "LoadedTorchModel",
-    "ModelFormat",
     "PathNotAllowedError",
     "Storage",
     "check_file",

@@ -18,195 +18,35 @@ or summary built here contains it.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import re
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from quantcore import settings
-from quantcore.errors import (
-    GatedRepoError,
-    HubError,
-    HubFileNotFoundError,
-    HubOfflineError,
-    HubUnreachableError,
-    InvalidRepoIdError,
-    NoVariantFilesError,
-    RepoNotFoundError,
-    RevisionNotFoundError,
+from quantcore.errors import HubError, NoVariantFilesError
+from quantcore.load.discover import CARD_NAME, MANIFEST_NAME, MODEL_SUFFIXES, SAMPLES_NAME
+from quantcore.load.folder import ModelVariants
+from quantcore.load.hub_checks import (
+    COMMIT_RE,
+    check_repo_id,
+    check_revision,
+    check_subfolder,
+    hub_cache_dir,
+    offline_mode,
+    resolve_endpoint,
+    shown_endpoint,
 )
-from quantcore.summary import get_model_summary
-from quantcore.variants import MANIFEST_NAME, MODEL_SUFFIXES, ModelVariants, load_model_variants
+from quantcore.load.hub_errors import translate_error
+from quantcore.load.pulled import DEFAULT_REVISION, PulledVariants
+from quantcore.load.summary import get_model_summary
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
-DEFAULT_REVISION = "main"
-SIDECAR_NAMES = (MANIFEST_NAME, "model_card.json", "samples.npz")
+SIDECAR_NAMES = (MANIFEST_NAME, CARD_NAME, SAMPLES_NAME)
 # How long resolving the revision (the first request of a pull) may take before
 # the endpoint counts as unreachable; connecting gets at most 3 s of it.
 HUB_TIMEOUT_SECONDS = 5.0
-MAX_REVISION_CHARS = 200
-MAX_SUBFOLDER_CHARS = 300
-_REVISION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
-_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
-_GLOB_CHARS = frozenset("*?[]")
-# Writing the cache failed: said as such, not as a download that "broke off".
-_CACHE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-_CACHE_READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
-
-
-@dataclass(frozen=True)
-class PulledVariants:
-    """Where a pull put a repo folder, and how it got there.
-
-    Attributes:
-        repo_id: the repo pulled.
-        revision_requested: the branch, tag or commit asked for (``None``: the default branch).
-        commit: the 40-hex commit the revision resolved to.
-        subfolder: the folder of the repo that was pulled (``None``: its root).
-        folder: the local folder holding the variant files (inside the snapshot).
-        repo_cache: the repo's cache folder (``models--org--name``): the snapshot's
-            symlinks resolve into it, so loaders confine files to it.
-        files: repo-relative names of the variant and sidecar files present.
-        downloaded: the subset of ``files`` fetched by this call (empty: all cached).
-        offline_reason: why no request reached the endpoint (``None``: it was asked).
-    """
-
-    repo_id: str
-    revision_requested: str | None
-    commit: str
-    subfolder: str | None
-    folder: Path
-    repo_cache: Path
-    files: tuple[str, ...]
-    downloaded: tuple[str, ...]
-    offline_reason: str | None = None
-
-    @property
-    def from_cache(self) -> bool:
-        """Whether every file was already in the cache (nothing came down)."""
-        return not self.downloaded
-
-    @property
-    def offline(self) -> bool:
-        """Whether the files were served from the cache without contacting the endpoint."""
-        return self.offline_reason is not None
-
-
-# ------------------------------------------------------------------ input checks
-
-
-def _clip(text: str, limit: int = 100) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def check_repo_id(repo_id: object) -> str:
-    """``repo_id`` stripped, if huggingface_hub's own validator accepts it.
-
-    Raises:
-        InvalidRepoIdError: not text, empty, or not ``name`` / ``owner/name``.
-    """
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-    if not isinstance(repo_id, str) or not repo_id.strip():
-        raise InvalidRepoIdError("Give a Hugging Face repo id, like 'owner/name'.")
-    repo_id = repo_id.strip()
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise InvalidRepoIdError(
-            f"'{_clip(repo_id)}' is not a valid Hugging Face repo id: use 'name' or 'owner/name' "
-            "(letters, digits, '-', '_', '.'; at most 96 characters)."
-        ) from None
-    return repo_id
-
-
-def check_revision(revision: object) -> str | None:
-    """A branch, tag or commit name that is safe to use as a ref file name; blank means ``None``.
-
-    Raises:
-        InvalidRepoIdError: not text, or not a plausible git ref (``..``, ``//``, spaces, ...).
-    """
-    if revision is None:
-        return None
-    if not isinstance(revision, str):
-        raise InvalidRepoIdError("The revision must be text: a branch, tag or commit.")
-    revision = revision.strip()
-    if not revision:
-        return None
-    if (
-        len(revision) > MAX_REVISION_CHARS
-        or not _REVISION_RE.fullmatch(revision)
-        or ".." in revision
-        or "//" in revision
-        or revision.endswith(("/", ".lock", "."))
-    ):
-        raise InvalidRepoIdError(f"'{_clip(revision)}' is not a valid branch, tag or commit name.")
-    return revision
-
-
-def check_subfolder(subfolder: object) -> str | None:
-    """A repo-relative folder as ``a/b`` (no ``..``, no globs); blank or ``/`` means ``None``.
-
-    Raises:
-        InvalidRepoIdError: not text, absolute with a drive, ``..``, glob characters, NUL, too long.
-    """
-    if subfolder is None:
-        return None
-    if not isinstance(subfolder, str):
-        raise InvalidRepoIdError("The subfolder must be text, like 'models/resnet8'.")
-    raw = subfolder.strip()
-    if len(raw) > MAX_SUBFOLDER_CHARS or "\x00" in raw or "\\" in raw or _GLOB_CHARS & set(raw):
-        raise InvalidRepoIdError(f"'{_clip(raw)}' is not a usable subfolder: give a folder like 'models/resnet8'.")
-    parts = [part for part in raw.split("/") if part not in ("", ".")]
-    if any(part == ".." or part.strip() != part for part in parts):
-        raise InvalidRepoIdError(f"'{_clip(raw)}' is not a usable subfolder: '..' and padded names are not allowed.")
-    return "/".join(parts) or None
-
-
-def resolve_endpoint(endpoint: str | None = None) -> str:
-    """The endpoint to use: ``endpoint``, else ``HF_ENDPOINT``, else the public Hub.
-
-    Raises:
-        HubError: not an http(s) URL.
-    """
-    chosen = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).strip().rstrip("/")
-    parts = urlsplit(chosen)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise HubError("The Hub endpoint must be an http(s) URL (check HF_ENDPOINT).")
-    return chosen
-
-
-def _shown(endpoint: str) -> str:
-    """The endpoint for messages: without any user:password part."""
-    parts = urlsplit(endpoint)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache in force now: ``HF_HUB_CACHE``, else ``HF_HOME/hub``, else the default."""
-    from huggingface_hub import constants
-
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return Path(constants.HF_HUB_CACHE)
-
-
-def _offline_mode() -> bool:
-    from huggingface_hub import constants
-
-    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-    return flag or constants.is_offline_mode()
 
 
 def _resolve_commit(repo_id: str, revision: str | None, *, endpoint: str, token: str | None) -> str:
@@ -225,8 +65,8 @@ def _resolve_commit(repo_id: str, revision: str | None, *, endpoint: str, token:
     timeout = httpx2.Timeout(HUB_TIMEOUT_SECONDS, connect=min(3.0, HUB_TIMEOUT_SECONDS))
     api = HfApi(endpoint=endpoint, token=token or False)
     sha = api.repo_info(repo_id, revision=revision or DEFAULT_REVISION, timeout=timeout).sha  # type: ignore[arg-type]
-    if not sha or not _COMMIT_RE.fullmatch(sha):
-        raise HubError(f"The Hub at {_shown(endpoint)} gave no commit for '{repo_id}'.")
+    if not sha or not COMMIT_RE.fullmatch(sha):
+        raise HubError(f"The Hub at {shown_endpoint(endpoint)} gave no commit for '{repo_id}'.")
     return sha
 
 
@@ -287,82 +127,6 @@ def _complete_snapshot(
     return None
 
 
-def _translate(
-    exc: Exception, *, repo_id: str, revision: str | None, endpoint: str, token_given: bool, offline_reason: str | None
-) -> HubError:
-    """A huggingface_hub / transport error as a quantcore error with a message a user can act on."""
-    import httpx2
-    from huggingface_hub import errors as hf
-
-    at = f"'{repo_id}'" + (f" at '{revision}'" if revision else "")
-    where = _shown(endpoint)
-    access = (
-        "the token the app uses has no access to it"
-        if token_given
-        else "the app needs a token with access (set HF_TOKEN)"
-    )
-    if isinstance(exc, hf.GatedRepoError):
-        if token_given:
-            return GatedRepoError(
-                f"'{repo_id}' is gated and the app's token has no access to it yet: "
-                "accept the repo's terms on the Hub with that token's account."
-            )
-        return GatedRepoError(
-            f"'{repo_id}' is gated: accept its terms on the Hub, then give the app a token of that account "
-            "(set HF_TOKEN)."
-        )
-    if isinstance(exc, hf.RevisionNotFoundError):
-        return RevisionNotFoundError(f"Repo '{repo_id}' has no branch, tag or commit '{revision}'.")
-    if isinstance(exc, hf.RepositoryNotFoundError):
-        return RepoNotFoundError(
-            f"Repo '{repo_id}' was not found on {where}. Check the spelling; if it is private, {access}."
-        )
-    if isinstance(exc, hf.RemoteEntryNotFoundError):
-        return HubFileNotFoundError(
-            f"{at} lists a file that {where} then could not serve (entry not found); "
-            "try again, or pin another revision."
-        )
-    if isinstance(exc, hf.IncompleteSnapshotError):
-        cls = HubOfflineError if offline_reason and "HF_HUB_OFFLINE" in offline_reason else HubUnreachableError
-        return cls(
-            f"The local cache holds only part of {at} (another folder of it, or an interrupted download) "
-            f"and {offline_reason}: pull it again with network access."
-        )
-    if isinstance(exc, hf.LocalEntryNotFoundError):
-        if offline_reason and "HF_HUB_OFFLINE" in offline_reason:
-            return HubOfflineError(
-                f"Offline mode is on (HF_HUB_OFFLINE=1) and {at} is not in the local cache. "
-                "Pull it once with network access (unset HF_HUB_OFFLINE); after that it loads offline."
-            )
-        reason = offline_reason or f"the Hub at {where} cannot be reached"
-        return HubUnreachableError(
-            f"Cannot pull {at}: {reason}, and it is not in the local cache. "
-            "Check the network connection and HF_ENDPOINT, then pull again."
-        )
-    if isinstance(exc, hf.OfflineModeIsEnabled):
-        return HubOfflineError("Offline mode is on (HF_HUB_OFFLINE=1): nothing can be downloaded.")
-    if isinstance(exc, hf.HfHubHTTPError):
-        status = exc.response.status_code if exc.response is not None else "an error"
-        if status == 401:
-            return RepoNotFoundError(f"{where} refused access to '{repo_id}' (401): {access}.")
-        return HubError(f"The Hub at {where} answered {status} while pulling {at}; try again later.")
-    if isinstance(exc, OSError) and exc.errno in _CACHE_FULL_ERRNOS:
-        return HubError(
-            f"Cannot pull {at}: the local Hugging Face cache (HF_HUB_CACHE) is full ({exc.strerror}); nothing "
-            "partial was kept. Free space there, or point HF_HUB_CACHE at a larger disk, then pull again."
-        )
-    if isinstance(exc, OSError) and exc.errno in _CACHE_READ_ONLY_ERRNOS:
-        return HubError(
-            f"Cannot pull {at}: the local Hugging Face cache (HF_HUB_CACHE) cannot be written ({exc.strerror}). "
-            "Point HF_HUB_CACHE at a writable folder, then pull again."
-        )
-    if isinstance(exc, httpx2.TransportError | OSError):
-        return HubUnreachableError(
-            f"The download of {at} from {where} broke off ({type(exc).__name__}); nothing partial was kept. Pull again."
-        )
-    return HubError(f"Pulling {at} from {where} failed ({type(exc).__name__}).")
-
-
 def pull_model_variants(
     repo_id: str,
     *,
@@ -417,7 +181,7 @@ def pull_model_variants(
 
     def failure(exc: Exception, offline_reason: str | None = None) -> HubError:
         logger.info("pull of %s failed: %s", repo_id, type(exc).__name__)
-        return _translate(
+        return translate_error(
             exc,
             repo_id=repo_id,
             revision=revision,
@@ -431,9 +195,9 @@ def pull_model_variants(
     commit: str | None = None
     offline_reason: str | None = None
     snapshot: Path | None = None
-    if _offline_mode():
+    if offline_mode():
         offline_reason = "offline mode is on (HF_HUB_OFFLINE=1)"
-    elif revision and _COMMIT_RE.fullmatch(revision):
+    elif revision and COMMIT_RE.fullmatch(revision):
         # A commit never changes: when it is fully cached there is nothing to ask.
         snapshot = _complete_snapshot(
             repo_id, revision, cache_dir=cache_dir, repo_cache=repo_cache, allow=allow, ignore=ignore
@@ -442,13 +206,13 @@ def pull_model_variants(
         try:
             commit = _resolve_commit(repo_id, revision, endpoint=endpoint, token=token)
         except httpx2.TransportError as exc:
-            logger.info("Hub endpoint %s is unreachable: %s", _shown(endpoint), type(exc).__name__)
-            offline_reason = f"the Hub at {_shown(endpoint)} is unreachable"
+            logger.info("Hub endpoint %s is unreachable: %s", shown_endpoint(endpoint), type(exc).__name__)
+            offline_reason = f"the Hub at {shown_endpoint(endpoint)} is unreachable"
         except HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else 0
             if status < 500:
                 raise failure(exc) from None
-            offline_reason = f"the Hub at {_shown(endpoint)} answered {status}"
+            offline_reason = f"the Hub at {shown_endpoint(endpoint)} answered {status}"
         except HubError:
             raise
         except Exception as exc:
@@ -487,8 +251,8 @@ def pull_model_variants(
     assert snapshot is not None
 
     commit = snapshot.name
-    if not _COMMIT_RE.fullmatch(commit):
-        raise HubError(f"The Hub at {_shown(endpoint)} returned an unexpected snapshot for '{repo_id}'.")
+    if not COMMIT_RE.fullmatch(commit):
+        raise HubError(f"The Hub at {shown_endpoint(endpoint)} returned an unexpected snapshot for '{repo_id}'.")
     folder = snapshot.joinpath(*subfolder.split("/")) if subfolder else snapshot
     try:
         names = sorted(entry.name for entry in os.scandir(folder) if entry.is_file() and _wanted(entry.name))
@@ -547,10 +311,7 @@ def load_pulled_variants(
         pulled folder cannot be read.
     """
     pulled = pull_model_variants(repo_id, revision=revision, subfolder=subfolder)
-    variants = load_model_variants(
-        pulled.folder, trusted=settings.current().trust_remote_models, confine_to=pulled.repo_cache
-    )
-    return pulled, variants
+    return pulled, pulled.load()
 
 
 def pull_and_summarize(repo_id: str, *, revision: str | None = None, subfolder: str | None = None) -> dict[str, Any]:

@@ -61,9 +61,6 @@ PREPROCESSING: dict[str, Any] = {
 }
 
 
-SAMPLES_NAME = "samples.npz"  # a folder's labelled sample images, beside its variants
-
-
 @dataclass(frozen=True)
 class LabelledImages:
     """Images as uint8 (N, 3, 32, 32), labels as int64 (N,), and the class names."""

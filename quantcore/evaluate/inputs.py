@@ -11,30 +11,27 @@ and then float input through one function.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import re
-import warnings
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from quantcore import datasets
-from quantcore.datasets import SAMPLES_NAME
-from quantcore.errors import DatasetError, InvalidImageError
-from quantcore.variants import CARD_NAME, ModelVariants, Status, VariantKey
+from quantcore import settings
+from quantcore.backends import Layer, backend_for
+from quantcore.data import datasets
+from quantcore.data.test_sets import read_test_set
+from quantcore.errors import DatasetError
+from quantcore.load import CARD_NAME, SAMPLES_NAME, ModelVariants, Status, VariantKey
 
 logger = logging.getLogger(__name__)
 
-# An upload is decoded only when small enough to be a photo, never a decompression bomb.
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
-MAX_IMAGE_PIXELS = 40_000_000
 DEFAULT_SHAPE = datasets.IMAGE_SHAPE
-# "28x28 grey zero-padded by 2 px on every side to 32x32 ..." (what quantcore.build records).
+# "28x28 grey zero-padded by 2 px on every side to 32x32 ..." (what scripts/build_resnet8.py records).
 _PADDED_GREY = re.compile(r"(\d+)\s*x\s*(\d+)\s+gr[ae]y\b.*?padded by\s+(\d+)\s*px", re.IGNORECASE)
 _GREY = re.compile(r"\bgr[ae]y(scale)?\b", re.IGNORECASE)
 
@@ -85,7 +82,7 @@ def _recorded(variants: ModelVariants) -> tuple[dict[str, Any], list[str] | None
         labels = _json_value(metadata.get("labels"))
         if isinstance(preprocessing, dict):
             return preprocessing, labels if isinstance(labels, list) else None, f"{key} metadata"
-    card = variants.loaded.card  # read (confined to the folder) when it loaded
+    card = variants.card  # read (confined to the folder) when it loaded
     if isinstance(card.get("preprocessing"), dict):
         labels = card.get("labels")
         return card["preprocessing"], labels if isinstance(labels, list) else None, CARD_NAME
@@ -93,8 +90,6 @@ def _recorded(variants: ModelVariants) -> tuple[dict[str, Any], list[str] | None
 
 
 def _shape(variants: ModelVariants) -> tuple[int, int, int] | None:
-    from quantcore.layers import input_shape
-
     try:
         shape = input_shape(variants)
     except Exception:  # a graph we cannot read leaves the shape to the other sources
@@ -191,108 +186,116 @@ def folder_samples(variants: ModelVariants, spec: InputSpec) -> tuple[SampleSet 
     return SampleSet(data.images, data.labels, data.label_names, description, key), []
 
 
-# ---------------------------------------------------------------------- images
+# ResNet8 / MLPerf Tiny images: the probe size when no variant declares its input.
+DEFAULT_IMAGE_SIZE = 32
 
 
-def _open_limited(source: str | os.PathLike[str] | bytes) -> tuple[Any, str]:
-    from PIL import Image
-
-    if isinstance(source, bytes):
-        raw = source
-    else:
-        try:
-            with open(source, "rb") as handle:
-                raw = handle.read(MAX_IMAGE_BYTES + 1)
-        except OSError as exc:
-            raise InvalidImageError(f"the image cannot be read: {exc.strerror}") from None
-    if len(raw) > MAX_IMAGE_BYTES:
-        raise InvalidImageError(f"the image file is over {MAX_IMAGE_BYTES:,} bytes")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(raw))
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise InvalidImageError(f"the image is {width}x{height}: over {MAX_IMAGE_PIXELS:,} pixels")
-            described = f"uploaded {image.format or 'image'} {width}x{height}"
-            image.draft("RGB", (1024, 1024))  # JPEG: decode at a reduced scale, we only need 32x32
-            image.load()
-    except InvalidImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidImageError(f"the image is too large to decode: {exc}") from None
-    except Exception as exc:  # Pillow raises many types on bad bytes
-        raise InvalidImageError(f"not an image Pillow can read ({type(exc).__name__})") from None
-    return image, described
+def fixed_batch_size(model: Any) -> int | None:
+    """The batch size a model's declared input fixes, if it fixes one (graphs exported for devices often say 1)."""
+    declared = backend_for(model).inputs(model)
+    return declared[0].fixed_batch if declared else None
 
 
-def image_to_pixels(
-    source: str | os.PathLike[str] | bytes, spec: InputSpec, *, invert: bool | None = None
-) -> tuple[np.ndarray, list[str]]:
-    """Decode an image file into uint8 pixels (C, H, W) shaped like the model's samples.
+def input_shape(
+    variants: ModelVariants, layers: Mapping[VariantKey, list[Layer]] | None = None
+) -> tuple[int, ...] | None:
+    """The shape of one input (batch 1): from a variant's declared input, else from the first layer.
 
-    Grey models get a grey image; a zero-padded input gets the image fitted
-    into its inner square and the border left at zero; others are centre-cropped
-    to the input's aspect and resized.
+    A first conv with C input channels gives (1, C, 32, 32): the ResNet8 / MLPerf Tiny image size.
+    """
+    for key in VariantKey:
+        model = variants[key]
+        if model is None:
+            continue
+        declared = backend_for(model).inputs(model)
+        # The batch axis may be symbolic; any other unknown axis leaves the shape to the layers.
+        if declared and len(declared[0].dims) > 1:
+            shape = declared[0].sample_shape
+            if shape is not None:
+                return (1, *shape)
+            break
+    for found in (layers or {}).values():
+        if found:
+            first = min(found, key=lambda layer: (layer.depth, layer.order))
+            if first.kind == "conv":
+                return (1, first.weight_shape[1]) + (DEFAULT_IMAGE_SIZE,) * (len(first.weight_shape) - 2)
+            return (1, first.weight_shape[1])
+    return None
+
+
+def load_test_set(folder: str | os.PathLike[str], spec: InputSpec) -> SampleSet:
+    """The test split of a Fashion-MNIST or CIFAR-10 folder, as samples for this model.
 
     Args:
-        source: a file path or the file's bytes (any format Pillow reads).
-        spec: the model input (``input_spec``).
-        invert: invert the pixels; None decides for zero-padded inputs
-            (trained on dark backgrounds) by the image's border: light -> inverted.
+        folder: the test-set folder (absolute, or relative to the models root).
+        spec: the model's input (the images must have its shape).
 
     Returns:
-        The pixels and notes on what was done to the image.
+        The labelled images, keyed by the folder and its files' sizes and times.
 
     Raises:
-        InvalidImageError: unreadable, over the byte or pixel limit.
+        PathNotAllowedError, ModelNotFoundError: as ``test_sets.resolve_test_set``.
+        DatasetError: unreadable files, or images that are not the model's input shape.
     """
-    from PIL import Image, ImageOps
-
-    image, described = _open_limited(source)
-    notes = [described]
-    try:
-        image = ImageOps.exif_transpose(image)
-    except Exception:  # a broken EXIF block leaves the image as stored
-        notes.append("EXIF orientation unreadable: used as stored")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        # Transparent parts become white, as a viewer shows them.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    image = image.convert("L" if spec.grey else "RGB")
-    height, width = spec.inner_size
-    if invert is None and spec.pad > 0:
-        border = np.concatenate([np.asarray(image)[[0, -1]].reshape(-1), np.asarray(image)[:, [0, -1]].reshape(-1)])
-        invert = float(border.mean()) > 127.5
-        if invert:
-            notes.append("light background inverted: the model was trained on light-on-dark images")
-    if invert:
-        image = ImageOps.invert(image)
-        if spec.pad == 0:
-            notes.append("inverted")
-    if spec.pad > 0:
-        fitted = ImageOps.pad(image, (width, height), method=Image.Resampling.LANCZOS, color=0)
-        notes.append(f"fitted into {width}x{height}, zero border of {spec.pad} px")
-    else:
-        fitted = ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS)
-        notes.append(f"centre-cropped and resized to {width}x{height}")
-    array = np.asarray(fitted, dtype=np.uint8)
-    if spec.grey:
-        array = np.repeat(array[None], spec.shape[0], axis=0)
-    else:
-        array = np.ascontiguousarray(array.transpose(2, 0, 1))
-        if spec.shape[0] != 3:
-            raise InvalidImageError(f"cannot make a {spec.shape[0]}-channel colour input")
-    if spec.pad > 0:
-        array = np.pad(array, ((0, 0), (spec.pad, spec.pad), (spec.pad, spec.pad)))
-    return np.ascontiguousarray(array), notes
+    data, description, key = read_test_set(folder)
+    if data.images.shape[1:] != spec.shape:
+        raise DatasetError(f"the test set holds {data.images.shape[1:]} images; the model takes {spec.shape}")
+    return SampleSet(data.images, data.labels, data.label_names, description, key)
 
 
-def pixels_to_picture(pixels: np.ndarray, *, scale: int = 1) -> np.ndarray:
-    """uint8 (C, H, W) pixels as an (H·scale, W·scale, 3) picture for display (nearest-neighbour)."""
-    picture = pixels[:3] if pixels.shape[0] >= 3 else np.repeat(pixels[:1], 3, axis=0)
-    picture = picture.transpose(1, 2, 0)
-    if scale > 1:
-        picture = picture.repeat(scale, axis=0).repeat(scale, axis=1)
-    return np.ascontiguousarray(picture)
+@dataclass(frozen=True)
+class InputBatches:
+    """Model input made a batch at a time from stored pixels, or from generated ones: every view's one path.
+
+    ``pixels`` are uint8 in the model's input shape; without them, uniformly
+    random pixels (seeded) are made. Either way they become model input
+    through ``to_model_input``, as samples, uploads and test sets do.
+    """
+
+    description: str
+    count: int
+    spec: InputSpec
+    labels: np.ndarray | None = field(default=None, repr=False)
+    pixels: np.ndarray | None = field(default=None, repr=False)
+    seed: int = 0
+
+    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """(float32 model inputs, labels or None), ``batch_size`` at a time."""
+        rng = np.random.default_rng(self.seed)
+        for start in range(0, self.count, batch_size):
+            stop = min(start + batch_size, self.count)
+            labels = self.labels[start:stop] if self.labels is not None else None
+            if self.pixels is not None:
+                pixels = self.pixels[start:stop]
+            else:
+                pixels = rng.integers(0, 256, (stop - start, *self.spec.shape), dtype=np.uint8)
+            yield to_model_input(pixels, self.spec), labels
+
+
+def generated_inputs(spec: InputSpec, count: int, *, seed: int = 0) -> InputBatches:
+    """``count`` uniformly random images (seeded) in the model's input shape."""
+    return InputBatches(f"generated uniform random pixels ({count}, seed {seed})", count, spec, seed=seed)
+
+
+def sample_inputs(
+    variants: ModelVariants, spec: InputSpec, *, images: int, seed: int = 0
+) -> tuple[InputBatches, list[str]]:
+    """The first ``images`` of the folder's ``samples.npz``, or generated images when it has none that fit.
+
+    Returns:
+        The inputs and notes on what was used instead of what, and why.
+
+    Raises:
+        ValueError: ``images`` is not between 1 and the configured ``max_run_images``.
+    """
+    limit = settings.current().max_run_images
+    if not 1 <= images <= limit:
+        raise ValueError(f"images must be between 1 and {limit}, got {images}")
+    samples, notes = folder_samples(variants, spec)
+    if samples is None:
+        return generated_inputs(spec, images, seed=seed), [*notes, "generated random pixels used instead"]
+    count = min(images, len(samples))
+    if count < images:
+        notes.append(f"{SAMPLES_NAME} holds {len(samples)} images; all of them used")
+    description = f"{SAMPLES_NAME} ({count} images)"
+    return InputBatches(description, count, spec, samples.labels[:count], samples.images[:count]), notes

@@ -1,17 +1,24 @@
-"""Facts about one loaded model, as plain JSON-ready dicts.
+"""The onnxruntime backend: ONNX graphs read with ``onnx``, run with onnxruntime on the CPU.
 
-Computed once when a folder loads (and cached with it), so showing a summary
-again costs nothing.
+Taps are tensor names, captured by adding them as graph outputs of one session.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from quantcore.backends.base import Capture, Predictor, Tapper, TensorSpec, missing_tap
+from quantcore.backends.layer import Layer
+from quantcore.backends.onnx_graph import OnnxGraph
+from quantcore.backends.ort import make_session
+from quantcore.errors import InvalidModelError
 
 if TYPE_CHECKING:
     import onnx
-    from torch import nn
 
 INT32 = 6  # onnx.TensorProto.INT32, without importing onnx at module import
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
@@ -86,8 +93,6 @@ def onnx_quantization(model: onnx.ModelProto) -> dict[str, Any]:
 
 def describe_onnx(model: onnx.ModelProto) -> dict[str, Any]:
     """Opset, inputs/outputs, op counts, parameter count and quantization scheme of an ONNX graph."""
-    import numpy as np
-
     graph = model.graph
     initializer_names = {t.name for t in graph.initializer}
     # Scales and zero points are quantization bookkeeping, not parameters.
@@ -110,47 +115,69 @@ def describe_onnx(model: onnx.ModelProto) -> dict[str, Any]:
     }
 
 
-def _is_quantized(module: nn.Module) -> bool:
-    import torch
-
-    if isinstance(module, torch.jit.ScriptModule):
-        return ".quantized." in module._c._type().qualified_name()
-    return ".quantized" in type(module).__module__
-
-
-def _packed_weights(module: nn.Module) -> dict[int, int]:
-    """Element counts of packed (quantized) weights and biases, keyed by storage address."""
-    import torch
-
-    packed: dict[int, int] = {}  # keyed by address: a tensor shared by two modules counts once
-    for m in module.modules():
-        weight_bias = getattr(m, "_weight_bias", None)
-        # An eager quantized Linear and its packed-params child report the same weights.
-        if not callable(weight_bias) or any(_is_packed_params(c) for c in m.children()):
+def _specs(values: Any, skip: set[str]) -> tuple[TensorSpec, ...]:
+    specs = []
+    for value in values:
+        if value.name in skip:
             continue
-        try:
-            tensors = weight_bias()
-        except (RuntimeError, TypeError):
-            continue
-        for t in tensors if isinstance(tensors, (tuple, list)) else (tensors,):
-            if isinstance(t, torch.Tensor):
-                packed[t.data_ptr()] = t.numel()
-    return packed
+        tensor = value.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim)
+        specs.append(TensorSpec(value.name, dims, _dtype_name(tensor.elem_type)))
+    return tuple(specs)
 
 
-def describe_torch(module: nn.Module) -> dict[str, Any]:
-    """Parameter count, quantized-module count and precision of a PyTorch module."""
-    quantized = [m for m in module.modules() if _is_quantized(m)]
-    # Quantized modules keep weights packed, outside parameters().
-    parameters = sum(p.numel() for p in module.parameters()) + sum(_packed_weights(module).values())
-    return {
-        "module_class": getattr(module, "original_name", None) or type(module).__name__,
-        "parameters": parameters,
-        "quantized_modules": len([m for m in quantized if not _is_packed_params(m)]),
-        "precision": "int8" if quantized else "float32",
-    }
+class OnnxBackend:
+    """``onnx.ModelProto`` models, run by onnxruntime."""
 
+    name: ClassVar[str] = "onnx"
 
-def _is_packed_params(module: nn.Module) -> bool:
-    name = getattr(module, "original_name", None) or type(module).__name__
-    return name.endswith("PackedParams")
+    def handles(self, model: object) -> bool:
+        import onnx
+
+        return isinstance(model, onnx.ModelProto)
+
+    def layers(self, model: onnx.ModelProto, *, probe: np.ndarray | None = None) -> tuple[list[Layer], list[str]]:
+        return OnnxGraph(model).layers(), []
+
+    def inputs(self, model: onnx.ModelProto) -> tuple[TensorSpec, ...]:
+        return _specs(model.graph.input, {t.name for t in model.graph.initializer})
+
+    def outputs(self, model: onnx.ModelProto) -> tuple[TensorSpec, ...]:
+        return _specs(model.graph.output, set())
+
+    def describe(self, model: onnx.ModelProto) -> dict[str, Any]:
+        return describe_onnx(model)
+
+    def predictor(self, model: onnx.ModelProto, *, threads: int) -> Predictor:
+        session = make_session(model, threads)
+        input_name = session.get_inputs()[0].name
+
+        def predict(batch: np.ndarray) -> np.ndarray:
+            return session.run(None, {input_name: batch})[0]
+
+        return predict
+
+    def tapper(self, model: onnx.ModelProto, taps: Sequence[str], *, threads: int) -> Tapper:
+        import onnx
+
+        augmented = onnx.ModelProto()
+        augmented.CopyFrom(model)
+        outputs = [o.name for o in augmented.graph.output]
+        produced = {name for node in augmented.graph.node for name in node.output}
+        produced |= {i.name for i in augmented.graph.input}
+        missing = missing_tap(taps, produced)
+        if missing is not None:
+            raise InvalidModelError(f"the graph has no tensor named {missing!r}")
+        extra = [t for t in dict.fromkeys(taps) if t not in outputs]
+        # An output without a type is fine for onnxruntime: it infers it.
+        augmented.graph.output.extend(onnx.ValueInfoProto(name=t) for t in extra)
+        # Idle ORT threads spin for a while after each run; here torch may run next and need those cores.
+        session = make_session(augmented, threads, spinning=False)
+        input_name = session.get_inputs()[0].name
+        names = [o.name for o in session.get_outputs()]
+
+        def run(batch: np.ndarray) -> Capture:
+            results = dict(zip(names, session.run(None, {input_name: batch}), strict=True))
+            return Capture(np.asarray(results[names[0]], dtype=np.float32), {t: results[t] for t in taps})
+
+        return run

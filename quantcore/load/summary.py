@@ -1,16 +1,18 @@
 """``get_model_summary``: a loaded folder as a JSON-ready dict.
 
-The top level keeps the original contract (``total_loaded``, ``onnx_available``,
-``pytorch_available``); per-variant detail sits under ``variants``. No key is
-called ``path``: gradio_client would take such a dict for a file to download.
+The top level keeps the original contract: ``total_loaded``, and
+``onnx_available`` / ``pytorch_available`` as the lists of precisions loaded
+in that format (e.g. ``["float", "int8", "uint8"]``); per-variant detail sits
+under ``variants``. No key is called ``path``: gradio_client would take such a
+dict for a file to download.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from quantcore.loaders import ModelFormat
-from quantcore.variants import ModelVariants, Status, VariantRecord
+from quantcore.load.folder import ModelVariants
+from quantcore.load.keys import ModelFormat, Status, VariantRecord
 
 
 def _variant_summary(record: VariantRecord) -> dict[str, Any]:
@@ -24,6 +26,10 @@ def _variant_summary(record: VariantRecord) -> dict[str, Any]:
     if record.error:
         summary["error"] = record.error
     return summary
+
+
+def _precisions(loaded: list[VariantRecord], fmt: ModelFormat) -> list[str]:
+    return [str(r.key.precision) for r in loaded if r.key.format is fmt]
 
 
 def get_model_summary(variants: ModelVariants) -> dict[str, Any]:
@@ -41,8 +47,8 @@ def get_model_summary(variants: ModelVariants) -> dict[str, Any]:
     counts = {str(s): sum(r.status is s for r in records.values()) for s in Status}
     return {
         "total_loaded": len(loaded),
-        "onnx_available": any(r.key.format is ModelFormat.ONNX for r in loaded),
-        "pytorch_available": any(r.key.format is ModelFormat.PYTORCH for r in loaded),
+        "onnx_available": _precisions(loaded, ModelFormat.ONNX),
+        "pytorch_available": _precisions(loaded, ModelFormat.PYTORCH),
         "folder": str(variants.folder),
         "stem": variants.loaded.stem,
         "trusted": variants.loaded.trusted,

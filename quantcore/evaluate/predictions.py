@@ -1,14 +1,13 @@
-"""What each variant predicts: top-k for one image side by side, and the samples a quantized variant flips.
+"""What each variant predicts: its outputs over a sample set, and top-k for one image side by side.
 
-Every loaded variant runs through one predictor per model (built once, kept
-in a small LRU: building an onnxruntime session costs 5-20 ms, more than a
-batch of ResNet8). Logits over a sample set are cached per (folder
-fingerprint, variant, samples, batch size) in ``quantcore.results_cache``, so
-the flip list and the accuracy table share one run of each variant.
+Every loaded variant runs through its backend's cached predictor. Logits over
+a sample set are cached per (folder fingerprint, variant, samples, batch size)
+in the results cache, so the flip list and the accuracy table share one run of
+each variant.
 
 A quantized variant is compared with its float reference: the float model of
-its own format, else the other float (``quantcore.layers.reference_key``),
-so ``onnx_int8`` answers to ``onnx_float`` and ``pytorch_int8`` to ``pytorch_float``.
+its own format, else the other float (``quantcore.load.reference_key``), so
+``onnx_int8`` answers to ``onnx_float`` and ``pytorch_int8`` to ``pytorch_float``.
 """
 
 from __future__ import annotations
@@ -18,72 +17,21 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from quantcore import results_cache
-from quantcore.cache import SingleFlightLRU
-from quantcore.layers import reference_key
-from quantcore.model_input import InputSpec, SampleSet, to_model_input
-from quantcore.variants import ModelVariants, Status, VariantKey
-
-if TYPE_CHECKING:
-    from quantcore import evaluate
+from quantcore import settings
+from quantcore.backends import Predictor, predictor_for
+from quantcore.evaluate.inputs import InputSpec, SampleSet, fixed_batch_size, to_model_input
+from quantcore.load import ModelVariants, Status, VariantKey, reference_key
+from quantcore.load.results_cache import cached
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TOP_K = 3
 MAX_TOP_K = 10
-PREDICTOR_CAPACITY = 16
 ProgressFn = Callable[[float, str], None]
-
-_PREDICTORS: SingleFlightLRU[tuple[Any, Any]] = SingleFlightLRU(PREDICTOR_CAPACITY)
-
-
-def _evaluate() -> Any:
-    # Imported on use: it brings in torch and onnxruntime, seconds the app must not spend starting up.
-    from quantcore import evaluate
-
-    return evaluate
-
-
-def predictor_for(model: evaluate.Variant, *, threads: int | None = None) -> evaluate.Predictor:
-    """The predictor of a loaded model, built on first use and then reused.
-
-    Args:
-        model: a loaded variant (ONNX model or torch module).
-        threads: intra-op threads (default: ``evaluate.DEFAULT_THREADS``).
-
-    Raises:
-        InvalidModelError: onnxruntime cannot build a session for the model.
-    """
-    evaluate = _evaluate()
-    threads = evaluate.DEFAULT_THREADS if threads is None else threads
-    # Keyed by identity: the entry holds the model, so its id cannot be reused while cached.
-    entry, _ = _PREDICTORS.get(
-        (id(model), threads), None, lambda: (model, evaluate.make_predictor(model, threads=threads))
-    )
-    return entry[1]
-
-
-def fixed_batch_size(model: Any) -> int | None:
-    """The batch size an ONNX graph's input fixes, if it fixes one (graphs exported for devices often say 1)."""
-    import onnx
-
-    if not isinstance(model, onnx.ModelProto):
-        return None
-    initializers = {t.name for t in model.graph.initializer}
-    for value in model.graph.input:
-        if value.name not in initializers:
-            dims = value.type.tensor_type.shape.dim
-            return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
-    return None
-
-
-def predictor_cache_clear() -> None:
-    """Drop every cached predictor (sessions and module references)."""
-    _PREDICTORS.clear()
 
 
 def runnable(variants: ModelVariants) -> tuple[list[VariantKey], list[str]]:
@@ -120,9 +68,7 @@ class VariantOutputs:
         return {k: ref for k in ran if (ref := reference_key(k, ran)) is not None}
 
 
-def _run_one(
-    predictor: evaluate.Predictor, inputs: np.ndarray, batch_size: int, report: Callable[[int], None]
-) -> np.ndarray:
+def _run_one(predictor: Predictor, inputs: np.ndarray, batch_size: int, report: Callable[[int], None]) -> np.ndarray:
     batches = []
     for start in range(0, len(inputs), batch_size):
         batches.append(predictor(inputs[start : start + batch_size]))
@@ -148,8 +94,8 @@ def variant_logits(
         variants: a loaded folder.
         samples: uint8 images in the model's input shape (``folder_samples`` or a test set).
         spec: the folder's input description (how pixels become input).
-        batch_size: images per call (default: ``evaluate.EVAL_BATCH_SIZE``).
-        threads: intra-op threads per variant (default: ``evaluate.DEFAULT_THREADS``).
+        batch_size: images per call (default: the configured evaluation batch size).
+        threads: intra-op threads per variant (default: the configured threads).
         progress: called with (fraction done, message) after every batch.
 
     Returns:
@@ -158,9 +104,9 @@ def variant_logits(
     Raises:
         ValueError: ``batch_size`` is not positive.
     """
-    evaluate = _evaluate()
-    batch_size = evaluate.EVAL_BATCH_SIZE if batch_size is None else batch_size
-    threads = evaluate.DEFAULT_THREADS if threads is None else threads
+    current = settings.current()
+    batch_size = current.eval_batch_size if batch_size is None else batch_size
+    threads = current.threads if threads is None else threads
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     keys, notes = runnable(variants)
@@ -184,8 +130,8 @@ def variant_logits(
             return out, time.perf_counter() - started
 
         try:
-            settings = (str(key), samples.key, batch_size, threads, preprocessing)
-            (logits[key], seconds[key]), _ = results_cache.cached(variants, "logits", settings, compute)
+            view_settings = (str(key), samples.key, batch_size, threads, preprocessing)
+            (logits[key], seconds[key]), _ = cached(variants, "logits", view_settings, compute)
         except Exception as exc:  # one failing variant must not end the others' run
             logger.exception("running %s over %s failed", key, samples.description)
             notes.append(f"{key}: failed while running ({type(exc).__name__}) — skipped")
@@ -335,112 +281,3 @@ def predict_image(
         names = label_names or spec.class_names or ()
         label_name = names[label] if 0 <= label < len(names) else f"class {label}"
     return Prediction(source, pixels, label, label_name, tuple(results), tuple(notes))
-
-
-# ---------------------------------------------------------------- flips
-
-
-@dataclass(frozen=True)
-class Flip:
-    """A sample on which a quantized variant's top-1 differs from its float reference's."""
-
-    sample: int
-    variant: VariantKey
-    reference: VariantKey
-    reference_class: int
-    variant_class: int
-    label: int | None
-
-    @property
-    def effect(self) -> str:
-        """What the flip did to correctness ("now wrong", "now right", "both wrong", or "no label")."""
-        if self.label is None:
-            return "no label"
-        if self.reference_class == self.label:
-            return "now wrong"
-        return "now right" if self.variant_class == self.label else "both wrong"
-
-
-@dataclass(frozen=True)
-class FlipReport:
-    """Every flip over a sample set, per quantized variant."""
-
-    flips: tuple[Flip, ...]
-    images: int
-    source: str
-    class_names: tuple[str, ...]
-    compared: dict[VariantKey, VariantKey]  # variant -> its reference
-    notes: tuple[str, ...] = ()
-
-    def counts(self) -> dict[str, int]:
-        """Flips per compared variant (zero included)."""
-        counts = {str(k): 0 for k in self.compared}
-        for flip in self.flips:
-            counts[str(flip.variant)] += 1
-        return counts
-
-    def samples(self) -> list[int]:
-        """The flipped sample indices, each once, in order."""
-        return sorted({f.sample for f in self.flips})
-
-    def records(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """One row per (sample, variant) flip, by sample; the first ``limit`` rows."""
-        names = self.class_names
-        rows = [
-            {
-                "sample": f.sample,
-                "label": names[f.label] if f.label is not None else None,
-                "variant": str(f.variant),
-                "float says": names[f.reference_class],
-                "variant says": names[f.variant_class],
-                "effect": f.effect,
-                "reference": str(f.reference),
-            }
-            for f in self.flips
-        ]
-        return rows if limit is None else rows[:limit]
-
-    def as_dict(self, limit: int | None = None) -> dict[str, Any]:
-        """JSON-ready: counts per variant, the flips (up to ``limit``) and notes."""
-        return {
-            "images": self.images,
-            "source": self.source,
-            "compared": {str(k): str(v) for k, v in self.compared.items()},
-            "counts": self.counts(),
-            "total": len(self.flips),
-            "flips": self.records(limit),
-            "notes": list(self.notes),
-        }
-
-
-def find_flips(
-    outputs: VariantOutputs, samples: SampleSet, *, class_names: tuple[str, ...] | None = None
-) -> FlipReport:
-    """The samples on which each quantized variant's top-1 differs from its float reference's.
-
-    Args:
-        outputs: logits of the variants over ``samples`` (``variant_logits``).
-        samples: the sample set (its labels say whether a flip broke or fixed a prediction).
-        class_names: display names of the classes (default: the samples').
-
-    Returns:
-        A ``FlipReport``, flips ordered by sample then variant.
-    """
-    notes = list(outputs.notes)
-    compared = {k: ref for k, ref in outputs.references().items() if k.is_quantized}
-    for key in outputs.logits:
-        if key.is_quantized and key not in compared:
-            notes.append(f"{key}: no float variant to compare it with — skipped")
-    top = {k: np.argmax(v, axis=1) for k, v in outputs.logits.items()}
-    flips: list[Flip] = []
-    for key, ref in compared.items():
-        for i in np.flatnonzero(top[key] != top[ref]):
-            label = int(samples.labels[i]) if samples.labels is not None else None
-            flips.append(Flip(int(i), key, ref, int(top[ref][i]), int(top[key][i]), label))
-    order = list(VariantKey)
-    flips.sort(key=lambda f: (f.sample, order.index(f.variant)))
-    width = next((v.shape[1] for v in outputs.logits.values()), 0)
-    names = class_names or samples.label_names
-    if len(names) != width:
-        names = tuple(f"class {i}" for i in range(width))
-    return FlipReport(tuple(flips), len(samples), samples.description, names, compared, tuple(dict.fromkeys(notes)))

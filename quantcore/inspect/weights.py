@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantcore.drift import sqnr_db
-from quantcore.layers import Layer, LayerTable, QuantParams
-from quantcore.variants import VariantKey
+from quantcore.backends import Layer, QuantParams
+from quantcore.inspect.layer_table import LayerTable
+from quantcore.inspect.sqnr import sqnr_db
+from quantcore.load import VariantKey
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go

@@ -2,7 +2,7 @@
 
 N images go through every variant, a batch at a time. After each matched layer
 (and what is fused into it: BatchNorm, ReLU) the activation is captured
-(``quantcore.taps``) and compared with the float reference's at the same
+(the backend's tapper) and compared with the float reference's at the same
 layer. Only two running sums per (variant, layer) are kept — signal power and
 noise power — so memory stays flat however many images run:
 
@@ -17,18 +17,17 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from quantcore.datasets import SAMPLES_NAME
-from quantcore.errors import DatasetError
-from quantcore.layers import Layer, LayerTable, build_layer_table, input_shape
-from quantcore.taps import Capture, Tapper, make_tapper, to_numpy
-from quantcore.variants import ModelVariants, VariantKey
+from quantcore.backends import Capture, Layer, Tapper, tapper_for, to_numpy
+from quantcore.evaluate.inputs import InputBatches, input_spec, sample_inputs
+from quantcore.inspect.layer_table import LayerTable, build_layer_table
+from quantcore.inspect.sqnr import SqnrAccumulator
+from quantcore.load import ModelVariants, VariantKey
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -37,135 +36,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGES = 256
 DEFAULT_BATCH_SIZE = 32
-MAX_IMAGES = 4096
 ProgressFn = Callable[[float, str], None]
-
-
-def sqnr_db(signal: np.ndarray, noisy: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio of ``noisy`` against ``signal``, in dB.
-
-    Args:
-        signal: the reference values (float model).
-        noisy: the same values as the quantized model computes them.
-
-    Returns:
-        ``10·log10(Σx² / Σ(x−y)²)``; ``inf`` when the two are identical.
-
-    Raises:
-        ValueError: the arrays differ in size.
-    """
-    accumulator = SqnrAccumulator()
-    accumulator.update(signal, noisy)
-    return accumulator.db if accumulator.db is not None else math.nan
-
-
-@dataclass
-class SqnrAccumulator:
-    """Running sums for one SQNR over many batches: memory does not grow with the data."""
-
-    signal_power: float = 0.0
-    noise_power: float = 0.0
-    elements: int = 0
-
-    def update(self, reference: np.ndarray, test: np.ndarray) -> None:
-        """Add one batch.
-
-        Raises:
-            ValueError: the arrays differ in size.
-        """
-        ref = np.ascontiguousarray(reference, dtype=np.float32).reshape(-1)
-        out = np.ascontiguousarray(test, dtype=np.float32).reshape(-1)
-        if ref.size != out.size:
-            raise ValueError(f"{ref.size} reference values against {out.size}")
-        diff = ref - out
-        # float64 sums of float32 dot products: exact enough for dB, and BLAS-fast.
-        self.signal_power += float(np.dot(ref, ref))
-        self.noise_power += float(np.dot(diff, diff))
-        self.elements += ref.size
-
-    @property
-    def db(self) -> float | None:
-        """The SQNR so far (None before any data; ``inf`` with no noise; ``-inf`` with no signal)."""
-        if not self.elements:
-            return None
-        if self.noise_power == 0.0:
-            return math.inf if self.signal_power > 0 else math.nan
-        if self.signal_power == 0.0:
-            return -math.inf
-        return 10.0 * math.log10(self.signal_power / self.noise_power)
-
-
-# ---------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class DriftInputs:
-    """Where the images come from and how many; batches are made on demand."""
-
-    description: str
-    count: int
-    shape: tuple[int, ...]
-    labels: np.ndarray | None = field(default=None, repr=False)
-    images: np.ndarray | None = field(default=None, repr=False)  # uint8 pixels; None: generated
-    seed: int = 0
-
-    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """(float32 model inputs, labels or None), ``batch_size`` at a time."""
-        rng = np.random.default_rng(self.seed)
-        for start in range(0, self.count, batch_size):
-            stop = min(start + batch_size, self.count)
-            labels = self.labels[start:stop] if self.labels is not None else None
-            if self.images is not None:
-                from quantcore.datasets import preprocess
-
-                yield preprocess(self.images[start:stop]), labels
-            else:
-                yield rng.random((stop - start, *self.shape), dtype=np.float32), labels
-
-
-def drift_inputs(
-    folder: Path | None, shape: tuple[int, ...], *, images: int = DEFAULT_IMAGES, seed: int = 0
-) -> tuple[DriftInputs, list[str]]:
-    """The first ``images`` of the folder's ``samples.npz``, or generated uniform [0, 1) inputs.
-
-    Args:
-        folder: the variant folder (its ``samples.npz`` is used when it fits the model).
-        shape: one input's shape without the batch axis.
-        images: how many images to run.
-        seed: seed of the generated inputs.
-
-    Returns:
-        The inputs and notes on what was used instead of what, and why.
-
-    Raises:
-        ValueError: ``images`` is not between 1 and ``MAX_IMAGES``.
-    """
-    if not 1 <= images <= MAX_IMAGES:
-        raise ValueError(f"images must be between 1 and {MAX_IMAGES}, got {images}")
-    notes: list[str] = []
-    path = folder / SAMPLES_NAME if folder is not None else None
-    if path is not None and path.is_file():
-        from quantcore.datasets import load_samples
-
-        try:
-            samples = load_samples(path)
-        except DatasetError as exc:
-            notes.append(f"{SAMPLES_NAME} unreadable ({exc}); generated inputs used")
-        else:
-            if samples.images.shape[1:] != shape:
-                notes.append(f"{SAMPLES_NAME} holds {samples.images.shape[1:]} images, the model takes {shape}; "
-                             "generated inputs used")  # fmt: skip
-            else:
-                count = min(images, len(samples))
-                if count < images:
-                    notes.append(f"{SAMPLES_NAME} holds {len(samples)} images; all of them used")
-                return DriftInputs(
-                    f"{SAMPLES_NAME} ({count} images, pixels / 255)", count, shape,
-                    samples.labels[:count], samples.images[:count],
-                ), notes  # fmt: skip
-    else:
-        notes.append(f"no {SAMPLES_NAME} in the folder: generated uniform [0, 1) inputs used")
-    return DriftInputs(f"generated uniform [0, 1) inputs ({images}, seed {seed})", images, shape, seed=seed), notes
 
 
 # ---------------------------------------------------------------------- report
@@ -294,7 +165,7 @@ def layer_drift(
     table: LayerTable | None = None,
     images: int = DEFAULT_IMAGES,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    inputs: DriftInputs | None = None,
+    inputs: InputBatches | None = None,
     include_float: bool = False,
     progress: ProgressFn | None = None,
 ) -> DriftReport:
@@ -337,23 +208,15 @@ def layer_drift(
         rows = [r.index for r in table.rows if key in r.layers and reference in r.layers]
         comparisons.append(_Comparison(key, reference, rows, {}, {r: SqnrAccumulator() for r in rows}))
     if inputs is None:
-        by_variant = {k: [r.layers[k] for r in table.rows if k in r.layers] for k in table.variants}
-        shape = input_shape(variants, by_variant)
-        if shape is None:
-            notes.append("the input shape is unknown: nothing to run")
-            comparisons = []
-        else:
-            inputs, input_notes = drift_inputs(
-                variants.folder if variants.sidecar(SAMPLES_NAME) else None, shape[1:], images=images
-            )
-            notes.extend(input_notes)
+        inputs, input_notes = sample_inputs(variants, input_spec(variants), images=images)
+        notes.extend(input_notes)
 
     tappers: dict[VariantKey, Tapper] = {}
     for key in dict.fromkeys(k for c in comparisons for k in (c.reference, c.variant)):
         taps = sorted({table.rows[r].layers[key].tap for c in comparisons if key in (c.variant, c.reference)
                        for r in c.rows})  # fmt: skip
         try:
-            tappers[key] = make_tapper(variants[key], taps)
+            tappers[key] = tapper_for(variants[key], taps)
         except Exception as exc:  # this variant's comparisons are dropped, the others still run
             logger.exception("capturing the activations of %s failed", key)
             notes.append(f"{key}: cannot capture its activations ({type(exc).__name__})")

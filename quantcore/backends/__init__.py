@@ -1,0 +1,106 @@
+"""One backend per model runtime, and the only place that knows which runtime a model uses.
+
+``backend_for(model)`` picks it from the registry; ``predictor_for`` and
+``tapper_for`` build a model's predictor or tapper once and keep it in one
+model-keyed cache (a session costs 5-20 ms to build, a TorchScript graph a few
+slow first runs: more than a batch of a small CNN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from quantcore import settings
+from quantcore.backends.base import Backend, Capture, Predictor, Tapper, TensorSpec, to_numpy
+from quantcore.backends.layer import Layer, LayerKind, QuantParams, integer_limits, make_qparams
+from quantcore.backends.onnxrt import OnnxBackend
+from quantcore.backends.torch_eager import INPUT_SUFFIX, EagerBackend
+from quantcore.backends.torchscript import ScriptBackend
+from quantcore.cache import CacheInfo, SingleFlightLRU
+
+# Order matters: a ScriptModule is also an nn.Module.
+BACKENDS: tuple[Backend, ...] = (OnnxBackend(), ScriptBackend(), EagerBackend())
+RUNNERS_CAPACITY = 32
+
+# (kind, id(model), taps, threads) -> (model, runner); holding the model keeps its id from being reused.
+_RUNNERS: SingleFlightLRU[tuple[Any, Any]] = SingleFlightLRU(RUNNERS_CAPACITY)
+
+
+def backend_for(model: object) -> Backend:
+    """The backend that runs ``model``.
+
+    Raises:
+        TypeError: ``model`` is not a loaded model of any runtime.
+    """
+    for backend in BACKENDS:
+        if backend.handles(model):
+            return backend
+    raise TypeError(f"not a loaded variant: {type(model).__name__}")
+
+
+def is_model(obj: object) -> bool:
+    """Whether ``obj`` is a loaded model some backend runs."""
+    return any(backend.handles(obj) for backend in BACKENDS)
+
+
+def predictor_for(model: Any, *, threads: int | None = None) -> Predictor:
+    """The predictor of a loaded model, built on first use and then reused.
+
+    Raises:
+        InvalidModelError: the runtime cannot build one for the model.
+        TypeError: ``model`` is not a loaded model.
+    """
+    threads = settings.current().threads if threads is None else threads
+    backend = backend_for(model)
+    entry, _ = _RUNNERS.get(
+        ("predictor", id(model), (), threads), None, lambda: (model, backend.predictor(model, threads=threads))
+    )
+    return entry[1]
+
+
+def tapper_for(model: Any, taps: Sequence[str], *, threads: int | None = None) -> Tapper:
+    """The tapper of a loaded model for ``taps``, built on first use and then reused.
+
+    Raises:
+        InvalidModelError: a tap names nothing in the model, or the runtime cannot run it.
+        TypeError: ``model`` is not a loaded model.
+    """
+    threads = settings.current().threads if threads is None else threads
+    backend = backend_for(model)
+    key = ("tapper", id(model), tuple(taps), threads)
+    entry, _ = _RUNNERS.get(key, None, lambda: (model, backend.tapper(model, list(taps), threads=threads)))
+    return entry[1]
+
+
+def runners_info() -> CacheInfo:
+    """Hits, misses and entries of the predictor/tapper cache."""
+    return _RUNNERS.info()
+
+
+def runners_clear() -> None:
+    """Drop every cached predictor and tapper (sessions and module references)."""
+    _RUNNERS.clear()
+
+
+__all__ = [
+    "BACKENDS",
+    "INPUT_SUFFIX",
+    "Backend",
+    "Capture",
+    "Layer",
+    "LayerKind",
+    "Predictor",
+    "QuantParams",
+    "Tapper",
+    "TensorSpec",
+    "backend_for",
+    "integer_limits",
+    "is_model",
+    "make_qparams",
+    "predictor_for",
+    "runners_clear",
+    "runners_info",
+    "tapper_for",
+    "to_numpy",
+]

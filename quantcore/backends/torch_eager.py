@@ -1,0 +1,187 @@
+"""The eager PyTorch backend: ``nn.Module`` models, FX int8 GraphModules included.
+
+Layers are read by tracing the module with ``torch.fx`` (definition order when
+it does not trace). A tap is a module path (its output) or ``path#input``
+(what it receives), captured with forward hooks that live for one call only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from quantcore.backends.base import Capture, Predictor, Tapper, TensorSpec, to_numpy
+from quantcore.backends.layer import Layer, LayerKind, fold_bn
+from quantcore.backends.torch_common import (
+    describe_torch,
+    module_predictor,
+    numel,
+    probe_activations,
+    torch_weight,
+)
+from quantcore.errors import InvalidModelError
+
+if TYPE_CHECKING:
+    import torch
+
+INPUT_SUFFIX = "#input"  # "stack1.conv1#input" is what that module receives
+
+
+def _torch_kind(module: torch.nn.Module) -> LayerKind | None:
+    from torch import nn
+    from torch.ao.nn import quantized as nnq
+
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nnq.Conv1d, nnq.Conv2d, nnq.Conv3d)):
+        return "conv"
+    if isinstance(module, (nn.Linear, nnq.Linear)):
+        return "dense"
+    return None
+
+
+def _torch_chain_type(module: torch.nn.Module) -> bool:
+    from torch import nn
+
+    chain = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU,
+             nn.Identity, nn.Dropout)  # fmt: skip
+    return isinstance(module, chain)
+
+
+def _module_layer(path: str, module: torch.nn.Module, depth: int, order: int, chain: list[tuple[str, Any]]) -> Layer:
+    from torch import nn
+
+    kind = _torch_kind(module)
+    assert kind is not None
+    raw_weight = module.weight() if callable(module.weight) else module.weight
+    raw_bias = module.bias() if callable(module.bias) else module.bias
+    weight, integers, w_q = torch_weight(raw_weight)
+    folded = None
+    first = chain[0][1] if chain else None
+    if (
+        w_q is None
+        and isinstance(first, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d))
+        and first.track_running_stats
+    ):
+        gamma = first.weight.detach().numpy() if first.weight is not None else np.ones(weight.shape[0])
+        folded = fold_bn(weight, gamma, first.running_var.numpy(), first.eps)
+    tap = chain[-1][0] if chain else path
+    return Layer(
+        name=path, op=module._get_name(), kind=kind, weight_shape=tuple(weight.shape),
+        parameters=int(weight.size) + numel(raw_bias), depth=depth, order=order, tap=tap,
+        input_tap=path + INPUT_SUFFIX, fused=tuple(f"{type(m).__name__} {p}" for p, m in chain),
+        weight=weight, weight_int=integers, weight_q=w_q, folded_weight=folded,
+    )  # fmt: skip
+
+
+def _module_layers(module: torch.nn.Module, notes: list[str]) -> list[Layer]:
+    import torch.fx
+
+    modules = dict(module.named_modules())
+    graph = module.graph if isinstance(module, torch.fx.GraphModule) else None
+    if graph is None:
+        try:
+            graph = torch.fx.symbolic_trace(module).graph
+        except Exception as exc:  # models with data-dependent control flow do not trace
+            notes.append(f"its graph could not be traced ({type(exc).__name__}): modules taken in definition order")
+    if graph is None:
+        return [
+            _module_layer(path, m, order + 1, order, [])
+            for order, (path, m) in enumerate((p, m) for p, m in modules.items() if _torch_kind(m))
+        ]
+    layers: list[Layer] = []
+    depth: dict[Any, int] = {}
+    for order, node in enumerate(graph.nodes):
+        here = max((depth.get(a, 0) for a in node.all_input_nodes), default=0)
+        target = modules.get(node.target) if node.op == "call_module" else None
+        if target is not None and _torch_kind(target):
+            here += 1
+            chain: list[tuple[str, Any]] = []
+            end = node
+            # Follow the output through modules that only transform it (BN, ReLU): quantizers fuse them.
+            while len(end.users) == 1:
+                user = next(iter(end.users))
+                nxt = modules.get(user.target) if user.op == "call_module" else None
+                if nxt is None or not _torch_chain_type(nxt) or user.all_input_nodes != [end]:
+                    break
+                chain.append((str(user.target), nxt))
+                end = user
+            layers.append(_module_layer(str(node.target), target, here, order, chain))
+        depth[node] = here
+    return layers
+
+
+def module_tapper(module: torch.nn.Module, taps: Sequence[str]) -> Tapper:
+    import torch
+
+    modules = dict(module.named_modules())
+    wanted: dict[str, tuple[bool, bool]] = {}  # path -> (capture input, capture output)
+    for tap in taps:
+        path, is_input = (tap[: -len(INPUT_SUFFIX)], True) if tap.endswith(INPUT_SUFFIX) else (tap, False)
+        if path not in modules:
+            raise InvalidModelError(f"the model has no module named {path!r}")
+        has_in, has_out = wanted.get(path, (False, False))
+        wanted[path] = (has_in or is_input, has_out or not is_input)
+
+    def run(batch: np.ndarray) -> Capture:
+        values: dict[str, Any] = {}
+        owner = threading.get_ident()
+
+        def hook_for(path: str, want_in: bool, want_out: bool) -> Callable[..., None]:
+            def hook(_: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+                # The model is shared: another thread's forward must not write into this capture.
+                if threading.get_ident() != owner:
+                    return
+                if want_in and args:
+                    values[path + INPUT_SUFFIX] = args[0]
+                if want_out:
+                    values[path] = output
+
+            return hook
+
+        # Hooks live only for this call, so the shared (cached) model is left as it was.
+        handles = [modules[p].register_forward_hook(hook_for(p, *flags)) for p, flags in wanted.items()]
+        try:
+            with torch.no_grad():
+                output = module(torch.from_numpy(batch))
+        finally:
+            for handle in handles:
+                handle.remove()
+        return Capture(to_numpy(output).astype(np.float32, copy=False), {t: values[t] for t in taps})
+
+    return run
+
+
+class EagerBackend:
+    """``torch.nn.Module`` models that are not TorchScript."""
+
+    name: ClassVar[str] = "torch"
+
+    def handles(self, model: object) -> bool:
+        import torch
+
+        return isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule)
+
+    def layers(self, model: torch.nn.Module, *, probe: np.ndarray | None = None) -> tuple[list[Layer], list[str]]:
+        notes: list[str] = []
+        layers = _module_layers(model, notes)
+        if probe is not None and any(layer.quantized for layer in layers):
+            taps = [t for layer in layers for t in (layer.input_tap, layer.tap)]
+            layers = probe_activations(module_tapper(model, taps), layers, probe, notes)
+        return layers, notes
+
+    def inputs(self, model: torch.nn.Module) -> tuple[TensorSpec, ...]:
+        return ()
+
+    def outputs(self, model: torch.nn.Module) -> tuple[TensorSpec, ...]:
+        return ()
+
+    def describe(self, model: torch.nn.Module) -> dict[str, Any]:
+        return describe_torch(model)
+
+    def predictor(self, model: torch.nn.Module, *, threads: int) -> Predictor:
+        return module_predictor(model, threads)
+
+    def tapper(self, model: torch.nn.Module, taps: Sequence[str], *, threads: int) -> Tapper:
+        return module_tapper(model, taps)

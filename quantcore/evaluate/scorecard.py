@@ -1,0 +1,250 @@
+"""How good and how fast each variant is: one table of accuracy, per-class accuracy, agreement with float,
+file size and images/s at batch 1 and 64 — and advice when a quantized variant is slower than float.
+
+Accuracy runs on the folder's ``samples.npz`` or on a full test set the user
+names: a Fashion-MNIST folder of gzipped IDX files or a ``cifar-10-batches-py``
+folder, inside the allowed data roots only (``quantcore.data.test_sets``).
+Logits come from ``predictions.variant_logits`` (cached per variant); speeds
+from ``speed.cached_speeds`` — every variant takes turns, so a burst of load
+elsewhere falls on all of them. Nothing here is a recorded figure: every
+number is measured.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from quantcore.evaluate import metrics
+from quantcore.evaluate.inputs import InputSpec, SampleSet
+from quantcore.evaluate.predictions import VariantOutputs, variant_logits
+from quantcore.evaluate.speed import (
+    BATCH_SIZES,
+    DEFAULT_RUNS,
+    MAX_RUNS,
+    SpeedAdvice,
+    Speeds,
+    activation_type,
+    cached_speeds,
+    speed_advice,
+)
+from quantcore.load import ModelVariants, VariantKey, reference_key
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+
+logger = logging.getLogger(__name__)
+ProgressFn = Callable[[float, str], None]
+
+
+# ---------------------------------------------------------------- scorecard
+
+
+@dataclass(frozen=True)
+class VariantScore:
+    """One row of the table."""
+
+    variant: VariantKey
+    file: str | None
+    bytes: int | None
+    correct: int | None
+    accuracy: float | None
+    per_class: tuple[float | None, ...]
+    reference: VariantKey | None
+    agreement: float | None
+    images_per_second: dict[int, float] = field(default_factory=dict)
+
+
+def _pct(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(100 * value, digits)
+
+
+@dataclass(frozen=True)
+class Scorecard:
+    """Accuracy and speed of every variant, on one sample set."""
+
+    scores: tuple[VariantScore, ...]
+    images: int
+    source: str
+    class_names: tuple[str, ...]
+    class_counts: tuple[int, ...]
+    speeds: Speeds
+    advice: tuple[SpeedAdvice, ...]
+    notes: tuple[str, ...] = ()
+
+    def records(self) -> list[dict[str, Any]]:
+        """The table: one row per variant."""
+        floats = {s.variant: s.images_per_second for s in self.scores}
+        rows = []
+        for s in self.scores:
+            row: dict[str, Any] = {
+                "variant": str(s.variant),
+                "file": s.file,
+                "size (KB)": round(s.bytes / 1024, 1) if s.bytes is not None else None,
+                "accuracy (%)": _pct(s.accuracy),
+                "correct": s.correct,
+                "agreement with float (%)": _pct(s.agreement),
+                "float reference": str(s.reference) if s.reference else None,
+            }
+            speed_ref = reference_key(s.variant, [k for k in floats if floats[k]])
+            for batch in BATCH_SIZES:
+                ips = s.images_per_second.get(batch)
+                row[f"images/s @{batch}"] = round(ips, 1) if ips is not None else None
+                ref_ips = floats.get(speed_ref, {}).get(batch) if speed_ref and s.variant.is_quantized else None
+                row[f"× float @{batch}"] = round(ips / ref_ips, 2) if ips and ref_ips else None
+            rows.append(row)
+        return rows
+
+    def per_class_records(self) -> list[dict[str, Any]]:
+        """Per-class accuracy (%): one row per class, one column per variant."""
+        rows = []
+        for c, name in enumerate(self.class_names):
+            row: dict[str, Any] = {"class": name, "images": self.class_counts[c]}
+            for s in self.scores:
+                row[str(s.variant)] = _pct(s.per_class[c]) if c < len(s.per_class) else None
+            rows.append(row)
+        return rows
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: everything the tab shows."""
+        return {
+            "images": self.images,
+            "source": self.source,
+            "table": self.records(),
+            "per_class": self.per_class_records(),
+            "speed": {"runs": self.speeds.runs, "threads": self.speeds.threads, "inputs": self.speeds.source,
+                      "batch_sizes": list(BATCH_SIZES), "statistic": "fastest run; variants take turns",
+                      "median_images_per_second": {str(k): {f"@{b}": round(ips, 1) for b, ips in v.items()}
+                                                   for k, v in self.speeds.median_images_per_second.items()}},
+            "advice": [str(a) for a in self.advice],
+            "notes": list(self.notes),
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AccuracyResult:
+    """Accuracy, per-class accuracy and agreement of every variant that ran (no speeds yet)."""
+
+    scores: tuple[VariantScore, ...]
+    class_names: tuple[str, ...]
+    class_counts: tuple[int, ...]
+    notes: tuple[str, ...] = ()
+
+
+def score_accuracy(
+    variants: ModelVariants,
+    samples: SampleSet,
+    spec: InputSpec,
+    *,
+    threads: int | None = None,
+    progress: ProgressFn | None = None,
+) -> AccuracyResult:
+    """Accuracy, per-class accuracy, agreement with float and file size of every loaded variant.
+
+    Args:
+        variants: a loaded folder.
+        samples: labelled images (``folder_samples`` or ``load_test_set``).
+        spec: the folder's input description.
+        threads: intra-op threads per variant (default: the configured threads).
+        progress: called with (fraction done, message) after every batch.
+
+    Returns:
+        An ``AccuracyResult``; skipped variants are in its notes, never raised.
+
+    Raises:
+        ValueError: the samples carry no labels.
+    """
+    if samples.labels is None:
+        raise ValueError("accuracy needs labelled samples")
+    outputs: VariantOutputs = variant_logits(variants, samples, spec, threads=threads, progress=progress)
+    notes = list(outputs.notes)
+    width = max((v.shape[1] for v in outputs.logits.values()), default=len(samples.label_names))
+    names = samples.label_names if len(samples.label_names) == width else spec.names(width)
+    if len(samples.label_names) != width:
+        notes.append(f"the samples name {len(samples.label_names)} classes; the models output {width}")
+    labels = samples.labels
+    references = outputs.references()
+    scores = []
+    for key, logits in outputs.logits.items():
+        record, ref = variants.records[key], references.get(key)
+        agreement = metrics.agreement(logits, outputs.logits[ref]) if ref is not None else None
+        correct = int(np.sum(np.argmax(logits, axis=1) == labels))
+        scores.append(VariantScore(
+            key, record.file, record.bytes, correct, metrics.accuracy(logits, labels),
+            metrics.per_class_accuracy(logits, labels, width), ref, agreement,
+        ))  # fmt: skip
+    counts = tuple(int(n) for n in np.bincount(labels, minlength=width)[:width])
+    return AccuracyResult(tuple(scores), names, counts, tuple(notes))
+
+
+def build_scorecard(
+    variants: ModelVariants,
+    samples: SampleSet,
+    spec: InputSpec,
+    *,
+    runs: int = DEFAULT_RUNS,
+    progress: ProgressFn | None = None,
+) -> Scorecard:
+    """Accuracy, per-class accuracy, agreement with float, file size and speed of every loaded variant.
+
+    Args:
+        variants: a loaded folder.
+        samples: labelled images (``folder_samples`` or ``load_test_set``).
+        spec: the folder's input description.
+        runs: timed runs per variant and batch size.
+        progress: called with (fraction done, message).
+
+    Returns:
+        The ``Scorecard``; skipped variants are in its notes, never raised.
+
+    Raises:
+        ValueError: the samples carry no labels, or ``runs`` is out of range.
+    """
+    if not 1 <= runs <= MAX_RUNS:
+        raise ValueError(f"runs must be between 1 and {MAX_RUNS}, got {runs}")
+
+    def part(start: float, span: float) -> ProgressFn | None:
+        if progress is None:
+            return None
+        return lambda fraction, message: progress(start + span * fraction, message)
+
+    accuracy = score_accuracy(variants, samples, spec, progress=part(0.0, 0.6))
+    speeds, _ = cached_speeds(variants, spec, runs=runs, progress=part(0.6, 0.4))
+    scores = tuple(replace(s, images_per_second=speeds.images_per_second.get(s.variant, {})) for s in accuracy.scores)
+    activation_types = {k: activation_type(variants, k) for k in speeds.images_per_second}
+    advice = speed_advice(speeds.images_per_second, activation_types)
+    notes = tuple(dict.fromkeys([*accuracy.notes, *speeds.notes]))
+    return Scorecard(scores, len(samples), samples.description, accuracy.class_names, accuracy.class_counts, speeds,
+                     tuple(advice), notes)  # fmt: skip
+
+
+# ---------------------------------------------------------------------- chart
+
+
+def scorecard_figure(card: Scorecard) -> go.Figure:
+    """One bar chart: accuracy and agreement (%) per variant on the left, images/s at each batch size on the right."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    names = [str(s.variant) for s in card.scores]
+    figure = make_subplots(rows=1, cols=2, subplot_titles=(f"Accuracy on {card.images:,} images (%)",
+                                                           "Speed (images/s, fastest run)"))  # fmt: skip
+    figure.add_trace(go.Bar(x=names, y=[_pct(s.accuracy) for s in card.scores], name="accuracy",
+                            text=[f"{100 * s.accuracy:.1f}" if s.accuracy is not None else "" for s in card.scores],
+                            textposition="outside"), row=1, col=1)  # fmt: skip
+    figure.add_trace(go.Bar(x=names, y=[_pct(s.agreement) for s in card.scores], name="agreement with float"),
+                     row=1, col=1)  # fmt: skip
+    for batch in BATCH_SIZES:
+        figure.add_trace(go.Bar(x=names, y=[s.images_per_second.get(batch) for s in card.scores],
+                                name=f"batch {batch}"), row=1, col=2)  # fmt: skip
+    accuracies = [100 * s.accuracy for s in card.scores if s.accuracy is not None]
+    low = max(0.0, min(accuracies, default=0.0) - 5)
+    figure.update_yaxes(range=[low, 101], title_text="%", row=1, col=1)
+    figure.update_yaxes(title_text="images/s", row=1, col=2)
+    figure.update_layout(barmode="group", title=f"Accuracy and speed — {card.source}", legend_title="bars",
+                         margin={"l": 60, "r": 20, "t": 80, "b": 80})  # fmt: skip
+    return figure

@@ -1,0 +1,298 @@
+"""The weighted layers of every variant, matched across formats into one table.
+
+Each loaded variant's backend reads its layers (``quantcore.backends``): every
+conv and dense layer with its weights, their scale and zero point, the scale
+and zero point of the activation going in and coming out, and where its
+activation can be tapped.
+
+Layers are then matched across variants by topology and order, not by name:
+each list is put in a canonical order (depth in weighted layers from the
+input, then position in the graph) and aligned to the table's rows by a
+sequence alignment that only pairs layers of the same kind and weight shape,
+using name likeness to break ties. What cannot be paired gets a row of its
+own, so it is shown, never dropped. docs/INSPECT.md tells the whole story.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from quantcore.backends import Layer, QuantParams, backend_for
+from quantcore.backends.layer import spread
+from quantcore.evaluate.inputs import input_shape
+from quantcore.load import FLOAT_KEYS, ModelVariants, Status, VariantKey, reference_key
+
+logger = logging.getLogger(__name__)
+
+FOLDING_NOTE = (
+    "BatchNorm after a conv is folded into the conv by the ONNX export and by PyTorch FX int8: "
+    "weights are compared with it folded, and activations after it."
+)
+
+
+def extract_layers(model: Any, *, probe: np.ndarray | None = None) -> tuple[list[Layer], list[str]]:
+    """The conv and dense layers of one loaded variant, in canonical order (depth, then position).
+
+    Args:
+        model: a loaded variant (any backend's model).
+        probe: one float32 batch that reads a PyTorch int8 model's activation
+            scales (None: leave them unknown).
+
+    Returns:
+        The layers and notes on anything that could not be read.
+
+    Raises:
+        TypeError: ``model`` is not a loaded variant.
+    """
+    layers, notes = backend_for(model).layers(model, probe=probe)
+    return sorted(layers, key=lambda layer: (layer.depth, layer.order)), notes
+
+
+# -------------------------------------------------------------------- matching
+
+
+def _match_score(a: Layer, b: Layer) -> int:
+    """0 when two layers cannot be the same one; higher the more alike they are."""
+    if a.kind != b.kind or a.weight_shape != b.weight_shape:
+        return 0
+    return 4 + 2 * (a.match_key == b.match_key) + (a.depth == b.depth)
+
+
+def align(rows: list[Layer], layers: list[Layer]) -> list[tuple[int | None, int | None]]:
+    """An order-keeping alignment of ``layers`` to ``rows`` that maximises the summed match scores.
+
+    Returns:
+        Pairs ``(row index, layer index)`` in order; ``None`` on one side marks a layer with no partner.
+    """
+    n, m = len(rows), len(layers)
+    best = np.zeros((n + 1, m + 1), dtype=np.int64)
+    for i in range(n):
+        for j in range(m):
+            score = _match_score(rows[i], layers[j])
+            diagonal = best[i, j] + score if score else -1
+            best[i + 1, j + 1] = max(best[i, j + 1], best[i + 1, j], diagonal)
+    pairs: list[tuple[int | None, int | None]] = []
+    i, j = n, m
+    while i or j:
+        if i and j and (score := _match_score(rows[i - 1], layers[j - 1])) and best[i, j] == best[i - 1, j - 1] + score:
+            pairs.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif i and best[i, j] == best[i - 1, j]:
+            pairs.append((i - 1, None))
+            i -= 1
+        else:
+            pairs.append((None, j - 1))
+            j -= 1
+    return pairs[::-1]
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One layer as every variant that has it sees it."""
+
+    index: int
+    layers: dict[VariantKey, Layer]
+
+    @property
+    def primary(self) -> Layer:
+        """The layer that names the row: the table's skeleton variant's, when it has one."""
+        return next(iter(self.layers.values()))
+
+    @property
+    def label(self) -> str:
+        return f"{self.index + 1}. {self.primary.name}"
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _describe_q(q: QuantParams | None) -> tuple[str, str]:
+    """(scale, zero point) as table text: the value, or min / median / max over channels."""
+    if q is None:
+        return "—", "—"
+    if not q.per_channel:
+        return _fmt(float(q.scale[0])), str(int(q.zero_point[0]))
+    scale = spread(q.scale)
+    zero = spread(q.zero_point)
+    scale_text = f"{_fmt(scale['min'])} / {_fmt(scale['median'])} / {_fmt(scale['max'])} ({q.scale.size} ch)"
+    zero_text = (
+        str(int(zero["min"]))
+        if zero["min"] == zero["max"]
+        else f"{zero['min']:g} / {zero['median']:g} / {zero['max']:g}"
+    )
+    return scale_text, zero_text
+
+
+@dataclass(frozen=True)
+class LayerTable:
+    """Every variant's layers, matched row by row.
+
+    ``skeleton`` is the variant whose layers name the rows (``pytorch_float``,
+    else ``onnx_float``, else the first loaded one). Rows hold a layer for each
+    variant that has it; a layer no other variant has gets a row of its own.
+    """
+
+    skeleton: VariantKey | None
+    variants: tuple[VariantKey, ...]
+    rows: tuple[LayerRow, ...]
+    notes: tuple[str, ...] = ()
+
+    def row(self, index: int) -> LayerRow:
+        """Row ``index`` (0-based).
+
+        Raises:
+            IndexError: no such row.
+        """
+        if not 0 <= index < len(self.rows):
+            raise IndexError(f"layer {index + 1} does not exist (the table has {len(self.rows)})")
+        return self.rows[index]
+
+    def reference(self, key: VariantKey) -> VariantKey | None:
+        """The float variant ``key``'s layers are compared against (see ``reference_key``)."""
+        return reference_key(key, self.variants)
+
+    def choices(self) -> list[tuple[str, int]]:
+        """(label, row index) for every row: a layer picker's options."""
+        return [(row.label, row.index) for row in self.rows]
+
+    def matched(self) -> dict[str, dict[str, int]]:
+        """Per variant: how many of its layers found a row shared with the skeleton."""
+        counts: dict[str, dict[str, int]] = {}
+        for key in self.variants:
+            own = [r for r in self.rows if key in r.layers]
+            shared = [r for r in own if key is self.skeleton or (self.skeleton in r.layers and len(r.layers) > 1)]
+            counts[str(key)] = {"layers": len(own), "matched": len(shared)}
+        return counts
+
+    def records(self) -> list[dict[str, Any]]:
+        """The table as display rows: per layer, one row for each variant (its counterpart or 'not matched')."""
+        records = []
+        for row in self.rows:
+            primary = row.primary
+            for key in self.variants:
+                layer = row.layers.get(key)
+                record: dict[str, Any] = {
+                    "#": row.index + 1, "layer": primary.name, "type": primary.op,
+                    "weight shape": "×".join(map(str, primary.weight_shape)), "params": primary.parameters,
+                    "variant": str(key),
+                }  # fmt: skip
+                if layer is None:
+                    record.update({"counterpart": "not matched", "fused": "", "dtype": ""})
+                    record.update(dict.fromkeys(_Q_COLUMNS, "—"))
+                else:
+                    w_scale, w_zero = _describe_q(layer.weight_q)
+                    in_scale, in_zero = _describe_q(layer.input_q)
+                    out_scale, out_zero = _describe_q(layer.output_q)
+                    act = layer.output_q or layer.input_q
+                    dtype = (
+                        f"w {layer.weight_q.dtype} · act {act.dtype if act else '?'}" if layer.weight_q else "float32"
+                    )
+                    record.update({
+                        "counterpart": layer.name,
+                        "fused": " + ".join(layer.fused), "dtype": dtype,
+                        "weight scale": w_scale, "weight zero point": w_zero,
+                        "input scale": in_scale, "input zero point": in_zero,
+                        "output scale": out_scale, "output zero point": out_zero,
+                    })  # fmt: skip
+                records.append(record)
+        return records
+
+    def detail(self, index: int) -> dict[str, Any]:
+        """One layer across variants with every channel's scale and zero point (JSON-ready).
+
+        Raises:
+            IndexError: no such row.
+        """
+        row = self.row(index)
+        variants: dict[str, Any] = {}
+        for key in self.variants:
+            layer = row.layers.get(key)
+            if layer is None:
+                variants[str(key)] = {"matched": False}
+                continue
+            variants[str(key)] = {
+                "matched": True, "name": layer.name, "type": layer.op,
+                "weight_shape": list(layer.weight_shape), "parameters": layer.parameters,
+                "fused": list(layer.fused), "bn_folded_for_comparison": layer.folded_weight is not None,
+                "weight": layer.weight_q.full() if layer.weight_q else {"dtype": "float32"},
+                "input": layer.input_q.full() if layer.input_q else None,
+                "output": layer.output_q.full() if layer.output_q else None,
+            }  # fmt: skip
+        return {"layer": row.primary.name, "index": row.index, "variants": variants}
+
+
+_Q_COLUMNS = (
+    "weight scale",
+    "weight zero point",
+    "input scale",
+    "input zero point",
+    "output scale",
+    "output zero point",
+)
+
+
+def build_layer_table(variants: ModelVariants) -> LayerTable:
+    """Read every loaded variant's layers and match them into one table.
+
+    A variant that is missing, failed to load, or cannot be read is skipped
+    with a note; this never raises for a variant's sake.
+
+    Args:
+        variants: a folder's variants from ``load_model_variants``.
+
+    Returns:
+        The matched ``LayerTable``.
+    """
+    notes: list[str] = []
+    raw: dict[VariantKey, list[Layer]] = {}
+    for key, record in variants.records.items():
+        if record.status is not Status.LOADED:
+            if record.status is not Status.MISSING:
+                notes.append(f"{key}: skipped — {record.status}: {record.error or 'not loaded'}")
+            continue
+        try:
+            raw[key], own = extract_layers(record.model)
+        except Exception as exc:  # one unreadable variant must not take the table down
+            logger.exception("reading the layers of %s failed", key)
+            notes.append(f"{key}: skipped — its layers could not be read ({type(exc).__name__})")
+            continue
+        notes.extend(f"{key}: {n}" for n in own)
+    # PyTorch int8 models show their activation scales only when run: read them off one zero batch.
+    shape = input_shape(variants, raw)
+    for key, layers in raw.items():
+        if shape is not None and any(layer.quantized and layer.input_q is None for layer in layers):
+            raw[key], own = extract_layers(variants[key], probe=np.zeros(shape, dtype=np.float32))
+            notes.extend(f"{key}: {n}" for n in own)
+    keys = [k for k in VariantKey if raw.get(k)]
+    for key in VariantKey:
+        if key in raw and not raw[key]:
+            notes.append(f"{key}: no conv or dense layers found")
+    if not keys:
+        return LayerTable(None, (), (), tuple(notes))
+    skeleton = next((k for k in FLOAT_KEYS if k in keys), keys[0])
+    rows: list[dict[VariantKey, Layer]] = [{skeleton: layer} for layer in raw[skeleton]]
+    order = [k for k in FLOAT_KEYS if k in keys and k is not skeleton] + [k for k in keys if k.is_quantized]
+    for key in (k for k in order if k is not skeleton):
+        pairs = align([next(iter(r.values())) for r in rows], raw[key])
+        merged: list[dict[VariantKey, Layer]] = []
+        for i, j in pairs:
+            row = rows[i] if i is not None else {}
+            if j is not None:
+                row[key] = raw[key][j]
+            merged.append(row)
+        unmatched = sum(1 for i, j in pairs if i is None and j is not None)
+        if unmatched:
+            notes.append(f"{key}: {unmatched} layer(s) matched no other variant's; shown on rows of their own")
+        rows = merged
+    ordered = [dict(sorted(r.items(), key=lambda kv: (kv[0] is not skeleton, list(VariantKey).index(kv[0]))))
+               for r in rows]  # fmt: skip
+    if any(key.is_quantized for key in keys) and VariantKey.PYTORCH_FLOAT in keys:
+        notes.append(FOLDING_NOTE)
+    return LayerTable(
+        skeleton, tuple(keys), tuple(LayerRow(i, r) for i, r in enumerate(ordered)), tuple(dict.fromkeys(notes))
+    )

@@ -1,0 +1,40 @@
+"""Load model files and folders: file loaders and their registry, discovery, manifest and card, summary, Hub pulls."""
+
+from quantcore.load.discover import CARD_NAME, MANIFEST_NAME, MODEL_SUFFIXES, SAMPLES_NAME, discover_variant_files
+from quantcore.load.files import Storage, load_onnx_model, load_pytorch_model
+from quantcore.load.folder import ModelVariants, cache_clear, cache_info, load_model_variants
+from quantcore.load.keys import (
+    FLOAT_KEYS,
+    ModelFormat,
+    Precision,
+    Status,
+    VariantKey,
+    VariantRecord,
+    reference_key,
+)
+from quantcore.load.pulled import PulledVariants
+from quantcore.load.summary import get_model_summary
+
+__all__ = [
+    "CARD_NAME",
+    "FLOAT_KEYS",
+    "MANIFEST_NAME",
+    "MODEL_SUFFIXES",
+    "SAMPLES_NAME",
+    "ModelFormat",
+    "ModelVariants",
+    "Precision",
+    "PulledVariants",
+    "Status",
+    "Storage",
+    "VariantKey",
+    "VariantRecord",
+    "cache_clear",
+    "cache_info",
+    "discover_variant_files",
+    "get_model_summary",
+    "load_model_variants",
+    "load_onnx_model",
+    "load_pytorch_model",
+    "reference_key",
+]

@@ -1,0 +1,133 @@
+"""A loaded folder as a handle: what was loaded, named so it can be loaded again — never a server path.
+
+A ``Source`` is a folder under the models root, or a Hub repo pinned to the
+commit it resolved to. Pages keep one per browser session and API clients
+send one back (or a folder name, or a summary holding one); ``open_source``
+turns it into the loaded variants through the same cache every load uses, and
+re-checks it like any client input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from quantcore import paths
+from quantcore.errors import NothingLoadedError, PathNotAllowedError
+from quantcore.load.folder import ModelVariants, load_model_variants
+from quantcore.load.pulled import PulledVariants
+
+
+class SourceKind(StrEnum):
+    LOCAL = "local"
+    HUB = "hub"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a loaded folder came from.
+
+    Attributes:
+        kind: a local folder or a Hub repo.
+        folder: local: the folder relative to the models root (``""`` is the root).
+        repo_id, commit, subfolder, revision: Hub: the repo, the commit it was
+            pulled at, the folder in it, and the revision the user asked for.
+    """
+
+    kind: SourceKind
+    folder: str = ""
+    repo_id: str | None = None
+    commit: str | None = None
+    subfolder: str | None = None
+    revision: str | None = None
+
+    @classmethod
+    def local(cls, folder: str | Sequence[str]) -> Source:
+        """A folder under the models root, from a relative path or its segments."""
+        text = folder if isinstance(folder, str) else "/".join(folder)
+        return cls(SourceKind.LOCAL, folder=text.strip().strip("/"))
+
+    @classmethod
+    def from_pulled(cls, pulled: PulledVariants) -> Source:
+        """The source of a Hub pull, pinned to the commit it resolved to."""
+        return cls(SourceKind.HUB, repo_id=pulled.repo_id, commit=pulled.commit, subfolder=pulled.subfolder,
+                   revision=pulled.revision_requested)  # fmt: skip
+
+    @property
+    def label(self) -> str:
+        """How the page names it: the folder, or ``repo@commit/subfolder``."""
+        if self.kind is SourceKind.HUB:
+            return f"{self.repo_id}@{(self.commit or self.revision or 'main')[:10]}/{self.subfolder or ''}".rstrip("/")
+        return self.folder or "the models folder"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, and what ``from_client`` reads back."""
+        if self.kind is SourceKind.HUB:
+            return {"kind": str(self.kind), "repo_id": self.repo_id, "commit": self.commit,
+                    "subfolder": self.subfolder, "revision": self.revision}  # fmt: skip
+        return {"kind": str(self.kind), "folder": self.folder}
+
+    @classmethod
+    def from_client(cls, value: Any) -> Source | None:
+        """What a client sent as a source: a ``Source``, its dict, a summary holding one, or a folder name.
+
+        Returns:
+            The source, or ``None`` when nothing is named (nothing loaded yet).
+
+        Raises:
+            PathNotAllowedError: a value that cannot name a source.
+        """
+        if value is None or isinstance(value, Source):
+            return value
+        if isinstance(value, dict):
+            if isinstance(value.get("source"), dict):
+                return cls.from_client(value["source"])
+            hub = value.get("hub") if isinstance(value.get("hub"), dict) else None
+            if hub is None and value.get("kind") == SourceKind.HUB:
+                hub = value
+            if hub is not None and hub.get("repo_id"):
+                return cls(SourceKind.HUB, repo_id=_text(hub.get("repo_id")), commit=_text(hub.get("commit")),
+                           subfolder=_text(hub.get("subfolder")),
+                           revision=_text(hub.get("revision", hub.get("revision_requested"))))  # fmt: skip
+            value = value.get("folder")
+            if value is None:
+                return None
+        if isinstance(value, str):
+            return cls.local(value) if value.strip() else None
+        if isinstance(value, list) and all(isinstance(part, str) for part in value):
+            return cls.local(value) if value else None
+        raise PathNotAllowedError("a source must be a folder name, a list of its segments, or a summary")
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise PathNotAllowedError("a Hub source's fields must be text")
+    return value
+
+
+def open_source(source: Source | Any) -> ModelVariants:
+    """The loaded variants of a source, through the folder cache (a Hub source pulls from the cache first).
+
+    Args:
+        source: a ``Source``, or anything ``Source.from_client`` reads.
+
+    Raises:
+        NothingLoadedError: nothing is named (nothing loaded yet).
+        PathNotAllowedError, ModelNotFoundError: a local folder outside the models root, or missing.
+        HubError: as ``pull_model_variants`` (the pinned commit is served from the cache when it is there).
+    """
+    resolved = Source.from_client(source)
+    if resolved is None:
+        raise NothingLoadedError("nothing is loaded yet")
+    if resolved.kind is SourceKind.HUB:
+        from quantcore.load.hub import pull_model_variants  # imported on use: it brings in huggingface_hub
+
+        # The commit pins exactly what was loaded; a cached snapshot is re-used without a request.
+        pulled = pull_model_variants(resolved.repo_id or "", revision=resolved.commit or resolved.revision,
+                                     subfolder=resolved.subfolder)  # fmt: skip
+        return load_model_variants(pulled)
+    return load_model_variants(paths.resolve_folder(resolved.folder))
