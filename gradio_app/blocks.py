@@ -1,7 +1,7 @@
-"""The page: layout and event wiring only (handlers live in ``handlers.py``).
+"""The page: sections and event wiring only (handlers live in ``handlers.py``, each tab in ``tabs/``).
 
-One function per section, so a new section (e.g. inspect-and-compare tabs
-beneath the summary) is one more function call in ``build_demo``.
+One function per section, so a new section is one more call in ``build_demo``;
+a new tab is one more module under ``tabs/`` and one more line in ``_tabs``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 import gradio as gr
 
 from gradio_app import handlers, render
-from gradio_app.inspect_views import build_inspect_views
+from gradio_app.common import FOLDER_EVENTS, HUB_EVENTS, PRIVATE, Page
+from gradio_app.tabs import layer_error, layers, predictions, scorecard, weights
 from quantcore import settings
 
 TITLE = "Quantization Playground"
@@ -27,22 +28,17 @@ HEADER_CSS = """
 .qp-header p { color: var(--body-text-color-subdued); }
 """
 CSS = render.STATUS_CSS + HEADER_CSS
-# Several users at once: up to this many folder loads run side by side (the
-# same folder asked for twice still loads once), and fewer Hub pulls, which
-# wait on the network, so they cannot hold up local folders. Set per event
-# rather than with demo.queue(), which would build the server app once more.
-FOLDER_EVENTS: dict[str, Any] = {"concurrency_id": "folder", "concurrency_limit": 4}
-HUB_EVENTS: dict[str, Any] = {"concurrency_id": "hub", "concurrency_limit": 2}
 
 
 @dataclass(frozen=True)
 class Results:
     status: gr.Markdown
     summary: gr.JSON
+    source: gr.State
 
     @property
     def outputs(self) -> list[Any]:
-        return [self.summary, self.status]
+        return [self.summary, self.status, self.source]
 
 
 @dataclass(frozen=True)
@@ -57,29 +53,28 @@ class HubPanel:
         return [self.repo_id, self.revision, self.subfolder]
 
 
-def _for_page(
-    handler: Callable[..., handlers.Result | None],
-) -> Callable[..., tuple[handlers.Summary, gr.Markdown] | tuple[Any, Any]]:
+def _for_page(handler: Callable[..., handlers.Result | None]) -> Callable[..., tuple[Any, ...]]:
     """The status as a Markdown update carrying its kind's CSS classes; ``None`` leaves the page as it is."""
 
     @functools.wraps(handler)  # keeps the signature: Gradio injects Progress/SelectData by it
-    def run(*args: Any, **kwargs: Any) -> tuple[handlers.Summary, gr.Markdown] | tuple[Any, Any]:
+    def run(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
         result = handlers.guarded(handler, *args, **kwargs)
         if result is None:
-            return gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip()
         summary, status = result
-        return summary, gr.Markdown(value=status.markdown, elem_classes=status.css_classes)
+        source = summary.get("source") if isinstance(summary, dict) else None
+        return summary, gr.Markdown(value=status.markdown, elem_classes=status.css_classes), source
 
     return run
 
 
 def _for_api(handler: Callable[..., handlers.Result]) -> Callable[..., tuple[handlers.Summary, str]]:
-    """The status as plain Markdown text: what a script wants back."""
+    """The status as plain Markdown text: what a script wants back (the summary carries the source)."""
 
     @functools.wraps(handler)
     def run(*args: Any, **kwargs: Any) -> tuple[handlers.Summary, str]:
         result = handlers.guarded(handler, *args, **kwargs)
-        summary, status = result if result is not None else (None, render.info())
+        summary, status = result if result is not None else handlers.nothing(render.info())
         return summary, status.markdown
 
     return run
@@ -126,30 +121,50 @@ def _results_section() -> Results:
         latex_delimiters=[],  # a "$" in a folder name is text, not maths
     )
     summary = gr.JSON(label="Summary", elem_id="qp-summary")
-    return Results(status, summary)
+    # What is loaded, per browser session: the tabs load from it, never from the displayed summary.
+    source = gr.State(None)
+    return Results(status, summary, source)
+
+
+def _tabs(page: Page) -> None:
+    """Every inspect and compare tab, then their wiring (hidden endpoint inputs live outside the tabs)."""
+    with gr.Tabs(elem_id="qp-inspect"):
+        with gr.Tab("Layers", id="layers"):
+            layers_tab = layers.build()
+        with gr.Tab("Weights", id="weights"):
+            weights_tab = weights.build()
+        with gr.Tab("Per-layer error", id="layer_error"):
+            error_tab = layer_error.build()
+        with gr.Tab("Predictions", id="predictions"):
+            predictions_tab = predictions.build()
+        with gr.Tab("Accuracy & speed", id="scorecard"):
+            scorecard_tab = scorecard.build()
+    layers.wire(page, layers_tab, weights_tab.layer)
+    weights.wire(page, weights_tab)
+    layer_error.wire(page, error_tab)
+    predictions.wire(page, predictions_tab)
+    scorecard.wire(page, scorecard_tab)
 
 
 # The page's own events are private, and named so as not to take the public names in _wire_api.
 def _wire_folder(explorer: gr.FileExplorer, results: Results) -> None:
     tick, click = _for_page(handlers.select_in_explorer), _for_page(handlers.click_in_explorer)
-    explorer.change(tick, explorer, results.outputs, api_name="page_tick", api_visibility="private", **FOLDER_EVENTS)
-    explorer.select(click, None, results.outputs, api_name="page_click", api_visibility="private", **FOLDER_EVENTS)
+    explorer.change(tick, explorer, results.outputs, api_name="page_tick", **PRIVATE, **FOLDER_EVENTS)
+    explorer.select(click, None, results.outputs, api_name="page_click", **PRIVATE, **FOLDER_EVENTS)
 
 
 def _wire_hub(panel: HubPanel, results: Results) -> None:
     for name, trigger in (("page_pull", panel.pull.click), ("page_pull_enter", panel.repo_id.submit)):
-        trigger(
-            _for_page(handlers.pull_hub), panel.inputs, results.outputs, api_name=name, api_visibility="private",
-            **HUB_EVENTS,
-        )  # fmt: skip
+        trigger(_for_page(handlers.pull_hub), panel.inputs, results.outputs, api_name=name, **PRIVATE, **HUB_EVENTS)
 
 
 def _wire_api(hub: HubPanel, results: Results) -> None:
     """Named endpoints for scripts, on hidden buttons: the page's handlers and outputs, plain-text status."""
     folder = gr.Textbox(visible=False)
+    outputs = [results.summary, results.status]
     load, pull = _for_api(handlers.load_folder), _for_api(handlers.pull_hub)
-    gr.Button(visible=False).click(load, folder, results.outputs, api_name="load_folder", **FOLDER_EVENTS)
-    gr.Button(visible=False).click(pull, hub.inputs, results.outputs, api_name="pull_hub", **HUB_EVENTS)
+    gr.Button(visible=False).click(load, folder, outputs, api_name="load_folder", **FOLDER_EVENTS)
+    gr.Button(visible=False).click(pull, hub.inputs, outputs, api_name="pull_hub", **HUB_EVENTS)
     # Baseline for benchmarks/bench_reselect.py: the same queue and transport, no work.
     echo = gr.Textbox(visible=False)
     gr.Button(visible=False).click(
@@ -171,7 +186,7 @@ def build_demo() -> gr.Blocks:
             with gr.Column(scale=2):
                 hub = _hub_section()
         results = _results_section()
-        build_inspect_views(results.summary)
+        _tabs(Page(results.summary, results.source))
         _wire_folder(explorer, results)
         _wire_hub(hub, results)
         _wire_api(hub, results)

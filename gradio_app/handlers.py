@@ -1,9 +1,10 @@
 """Event handlers: validate what a client sent, call quantcore, hand the result to ``render``.
 
-Each handler returns ``(summary or None, render.Status)``; ``blocks`` turns the
-status into a styled Markdown update for the page, or plain Markdown text for
-API clients. None of them raises: every failure becomes an error status, and
-anything unexpected is logged with its traceback on the server only.
+Each handler returns ``(summary or None, render.Status)``; the summary's
+``source`` is the handle the tabs load from. ``blocks`` turns the status into
+a styled Markdown update for the page, or plain Markdown text for API clients. None of them raises: every
+failure becomes an error status, and anything unexpected is logged with its
+traceback on the server only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import gradio as gr
 
 from gradio_app import render
-from quantcore import QuantcoreError, get_model_summary, load_model_variants, paths, settings
+from quantcore import QuantcoreError, Source, get_model_summary, load_model_variants, paths, settings
 from quantcore.errors import PathNotAllowedError
 from quantcore.load import hub
 
@@ -39,27 +40,35 @@ def _describe(relative: str | Sequence[str]) -> str:
     return "the models folder" if text in ("", ".", "./") else text
 
 
-def _summarize(label: str, produce: Callable[[], dict[str, Any]]) -> Result:
+def nothing(status: render.Status) -> Result:
+    """A result with nothing loaded: only a status."""
+    return None, status
+
+
+def _summarize(label: str, produce: Callable[[], tuple[dict[str, Any], Source]]) -> Result:
     """Run ``produce`` (a folder load or a Hub pull) and render its summary; never raises."""
     try:
-        summary = produce()
+        summary, source = produce()
     except QuantcoreError as exc:
         logger.info("%r refused or failed: %s", label, exc)
-        return None, render.error_status(exc, what=label)
+        return nothing(render.error_status(exc, what=label))
     except Exception as exc:
         logger.exception("unexpected failure with %r", label)
-        return None, render.error_status(exc, what=label)
-    return render.display_summary(summary, root=_models_root()), render.loaded_status(summary, source=label)
+        return nothing(render.error_status(exc, what=label))
+    summary = {**summary, "source": source.as_dict()}  # the handle API clients send back to the views
+    shown = render.display_summary(summary, root=_models_root())
+    return shown, render.loaded_status(summary, source=label)
 
 
 def _load(relative: str | Sequence[str], progress: ProgressFn) -> Result:
     """Load the folder ``relative`` names under the models root; never raises."""
 
-    def produce() -> dict[str, Any]:
+    def produce() -> tuple[dict[str, Any], Source]:
         progress(0.1, desc="Checking the folder")
         folder = paths.resolve_folder(relative)
         progress(0.3, desc="Loading model variants")
-        return get_model_summary(load_model_variants(folder))
+        summary = get_model_summary(load_model_variants(folder))
+        return summary, Source.local(folder.relative_to(_models_root()).as_posix())
 
     return _summarize(_describe(relative), produce)
 
@@ -92,7 +101,7 @@ def explorer_folder(selected: str, *, root: Path | None = None) -> list[str]:
 def load_folder(folder: str | None, progress: gr.Progress = gr.Progress()) -> Result:  # noqa: B008
     """Load every model variant in a folder given relative to the models root (API: /load_folder)."""
     if folder is None or not str(folder).strip():
-        return None, render.info()
+        return nothing(render.info())
     return _load(str(folder), progress)
 
 
@@ -103,12 +112,12 @@ def select_in_explorer(selected: str | None, progress: gr.Progress = gr.Progress
     "nothing selected" info, not an error.
     """
     if not selected:
-        return None, render.info()
+        return nothing(render.info())
     try:
         segments = explorer_folder(selected)
     except QuantcoreError as exc:
         logger.warning("explorer selection outside the models root refused")
-        return None, render.error_status(exc, what="that selection")
+        return nothing(render.error_status(exc, what="that selection"))
     return _load(segments, progress)
 
 
@@ -127,7 +136,7 @@ def click_in_explorer(evt: gr.SelectData, progress: gr.Progress = gr.Progress())
     try:
         segments = explorer_folder(relative, root=root)
     except QuantcoreError as exc:
-        return None, render.error_status(exc, what="that selection")
+        return nothing(render.error_status(exc, what="that selection"))
     if not os.path.isdir(root / relative):  # a file's name: ticking its box is how to pick it
         return None
     return _load(segments, progress)
@@ -142,14 +151,15 @@ def pull_hub(
     """Download a Hugging Face Hub repo's variants and load them (API: /pull_hub)."""
     repo_id = (repo_id or "").strip()
     if not repo_id:
-        return None, render.info("Enter a Hub repo id, such as org/name, then press Pull.")
+        return nothing(render.info("Enter a Hub repo id, such as org/name, then press Pull."))
     revision = (revision or "").strip() or None
     subfolder = (subfolder or "").strip() or None
     label = repo_id + (f"@{revision}" if revision else "") + (f"/{subfolder}" if subfolder else "")
 
-    def produce() -> dict[str, Any]:
+    def produce() -> tuple[dict[str, Any], Source]:
         progress(0.1, desc="Pulling from the Hub")
-        return hub.pull_and_summarize(repo_id, revision=revision, subfolder=subfolder)
+        summary = hub.pull_and_summarize(repo_id, revision=revision, subfolder=subfolder)
+        return summary, Source.from_client(summary["source"])
 
     return _summarize(label, produce)
 
@@ -160,7 +170,7 @@ def guarded(handler: Callable[..., Result | None], *args: Any, **kwargs: Any) ->
         return handler(*args, **kwargs)
     except Exception as exc:
         logger.exception("unexpected failure in %s", getattr(handler, "__name__", handler))
-        return None, render.error_status(exc, what="")
+        return nothing(render.error_status(exc, what=""))
 
 
 def ping(text: str | None) -> str | None:

@@ -11,10 +11,11 @@ import pytest
 import quantcore
 from quantcore.data.datasets import PREPROCESSING
 from quantcore.evaluate.inputs import InputBatches, InputSpec, generated_inputs, input_spec, sample_inputs
-from quantcore.inspect.drift import drift_figure, layer_drift
+from quantcore.inspect.drift import layer_drift
 from quantcore.inspect.layer_table import build_layer_table
 from quantcore.inspect.sqnr import SqnrAccumulator, sqnr_db
 from quantcore.load import VariantKey
+from quantcore.report import figures, tables
 
 QUANTIZED = ("onnx_int8", "onnx_uint8", "pytorch_int8")
 
@@ -80,7 +81,7 @@ def test_every_quantized_variant_gets_an_sqnr_per_layer(variant_folder: Path) ->
     # The float ONNX export against float PyTorch: equal up to float rounding.
     assert min(by_variant["onnx_float"].sqnr_db) > 80
     assert seen == pytest.approx([16 / 48, 32 / 48, 1.0])
-    assert report.worst()["pytorch_int8"]["row"] == by_variant["pytorch_int8"].worst
+    assert tables.drift_worst(report)["pytorch_int8"]["row"] == by_variant["pytorch_int8"].worst
 
 
 def test_onnx_layer_sqnr_matches_onnxruntimes_qdq_loss_debug(variant_folder: Path, tmp_path: Path) -> None:
@@ -188,7 +189,7 @@ def test_a_quantized_variant_alone_is_noted_not_raised(variant_folder: Path) -> 
 
 def test_chart_has_a_line_per_variant_and_marks_each_worst_layer(variant_folder: Path) -> None:
     report = layer_drift(quantcore.load_model_variants(variant_folder), inputs=_generated(8), batch_size=8)
-    figure = drift_figure(report)
+    figure = figures.drift_figure(report)
 
     lines = [t for t in figure.data if t.showlegend is not False]
     marks = [t for t in figure.data if t.showlegend is False]
@@ -196,10 +197,10 @@ def test_chart_has_a_line_per_variant_and_marks_each_worst_layer(variant_folder:
     for line, mark, drift in zip(lines, marks, report.variants, strict=True):
         assert list(line.y) == pytest.approx(list(drift.sqnr_db))
         assert mark.x[0] == line.x[drift.worst] and mark.y[0] == pytest.approx(min(line.y))
-    records = report.records()
+    records = tables.drift_rows(report)
     assert len(records) == 10 and set(records[0]) == {"#", "layer", "kind", *(f"{k} (dB)" for k in QUANTIZED)}
     worst = [report.layers[d.worst].split(". ")[1] for d in report.variants]
-    assert [r["worst layer"] for r in report.summary()] == worst
+    assert [r["worst layer"] for r in tables.drift_summary_rows(report)] == worst
 
 
 def test_a_pytorch_only_folder_takes_its_input_shape_from_the_first_conv(variant_folder: Path) -> None:

@@ -15,6 +15,7 @@ from gradio_app import handlers
 from gradio_app.render import Kind
 from quantcore.errors import InvalidRepoIdError
 from quantcore.load import hub
+from quantcore.load.source import SourceKind
 from tests.audit import record_opens
 
 FIVE = ["onnx_float", "onnx_int8", "onnx_uint8", "pytorch_float", "pytorch_int8"]
@@ -226,12 +227,16 @@ def test_pull_hub_passes_arguments_and_renders_the_summary(
 
     def fake_pull(repo_id: str, *, revision: str | None = None, subfolder: str | None = None) -> dict[str, Any]:
         calls.append((repo_id, revision, subfolder))
-        return quantcore.get_model_summary(quantcore.load_model_variants(variant_folder))
+        summary = quantcore.get_model_summary(quantcore.load_model_variants(variant_folder))
+        source = quantcore.Source(SourceKind.HUB, repo_id=repo_id, commit="0" * 40, subfolder=subfolder)
+        return {**summary, "source": source.as_dict()}
 
     monkeypatch.setattr(hub, "pull_and_summarize", fake_pull)
     summary, status = handlers.pull_hub(" org/tiny ", "", " sub ")
     assert calls == [("org/tiny", None, "sub")]
     assert summary is not None and summary["total_loaded"] == 5
+    assert summary["source"] == {"kind": "hub", "repo_id": "org/tiny", "commit": "0" * 40, "subfolder": "sub",
+                                 "revision": None}  # fmt: skip
     assert status.kind is Kind.SUCCESS and "org/tiny/sub" in status.markdown
 
 

@@ -101,13 +101,15 @@ def test_a_bad_or_missing_source_gets_an_error_answer(client: Client, source: ob
 def test_out_of_range_layers_and_images_are_refused(client: Client) -> None:
     assert "does not exist" in client.predict("tiny", 10, 10, False, False, api_name="/weights")["error"]
     assert "no layer named" in client.predict("tiny", "nonsense", api_name="/layers")["error"]
-    assert "between 1 and 1024" in client.predict("tiny", 5000, api_name="/layer_error")["error"]
+    assert "between 1 and 4096" in client.predict("tiny", 5000, api_name="/layer_error")["error"]
 
 
 def test_a_hub_summary_is_pulled_again_by_its_commit_from_the_cache(
     built_variants: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gradio_app.inspect_views import layers_api, weights_api
+    from gradio_app.common import api
+    from gradio_app.tabs.layers import layers_api
+    from gradio_app.tabs.weights import weights_api
     from quantcore.load import hub
     from tests.conftest import VARIANT_FILES
     from tests.hub_servers import HubContractServer
@@ -120,7 +122,7 @@ def test_a_hub_summary_is_pulled_again_by_its_commit_from_the_cache(
         result = layers_api(summary, "fc")
         weights = weights_api(summary, "conv1", 10)
         requests = hub_server.requests()
-        forged = layers_api({"hub": {"repo_id": "../../etc"}, "folder": "/etc"})
+        forged = api(layers_api)({"hub": {"repo_id": "../../etc"}, "folder": "/etc"})
 
     # Pulled from the Hub, so untrusted: the TorchScript int8 file is refused, the rest compared.
     assert result["skeleton"] == "pytorch_float" and "pytorch_int8" not in result["matched"]
@@ -132,14 +134,15 @@ def test_a_hub_summary_is_pulled_again_by_its_commit_from_the_cache(
 
 def test_the_per_layer_table_highlights_each_variants_worst_layer(variant_folder: Path) -> None:
     import quantcore
-    from gradio_app.inspect_views import WORST_CSS, _highlight_worst
+    from gradio_app.tabs.layer_error import WORST_CSS, highlight_worst
     from quantcore.data.datasets import PREPROCESSING
     from quantcore.evaluate.inputs import InputSpec, generated_inputs
     from quantcore.inspect.drift import layer_drift
+    from quantcore.report import tables
 
     spec = InputSpec((3, 32, 32), PREPROCESSING, None)
     report = layer_drift(quantcore.load_model_variants(variant_folder), inputs=generated_inputs(spec, 8))
-    styler = _highlight_worst(pd.DataFrame(report.records()), report)
+    styler = highlight_worst(pd.DataFrame(tables.drift_rows(report)), report)
     styler._compute()
     marked = {(row, col) for (row, col), css in styler.ctx.items() if css and css == _css_pairs(WORST_CSS)}
     columns = list(styler.data.columns)

@@ -16,6 +16,7 @@ import quantcore
 from quantcore.inspect.layer_table import LayerTable, align, build_layer_table, extract_layers
 from quantcore.inspect.sqnr import sqnr_db
 from quantcore.load import VariantKey
+from quantcore.report import tables
 
 BUNDLED = Path(__file__).resolve().parent.parent / "models" / "resnet8"
 QUANTIZED = [VariantKey.ONNX_INT8, VariantKey.ONNX_UINT8, VariantKey.PYTORCH_INT8]
@@ -163,7 +164,7 @@ def test_qoperator_graphs_are_matched_and_dequantized(variant_folder: Path) -> N
 def test_records_and_detail_show_every_variant_and_the_per_channel_vectors(variant_folder: Path) -> None:
     _quantize_qoperator(variant_folder / "tiny.onnx", variant_folder / "tiny_uint8.onnx")
     table = _table(variant_folder)
-    records = table.records()
+    records = tables.layer_rows(table)
 
     assert len(records) == len(table.rows) * 5
     conv1 = {r["variant"]: r for r in records if r["#"] == 1}
@@ -217,7 +218,7 @@ def test_a_layer_no_other_variant_has_is_shown_on_its_own_row(models_root: Path)
         ["onnx_float", "onnx_int8"], ["onnx_int8"], ["onnx_float", "onnx_int8"], ["onnx_float", "onnx_int8"],
     ]  # fmt: skip
     assert table.rows[1].primary.name == "extra"
-    unmatched = [r for r in table.records() if r["#"] == 2 and r["variant"] == "onnx_float"]
+    unmatched = [r for r in tables.layer_rows(table) if r["#"] == 2 and r["variant"] == "onnx_float"]
     assert unmatched[0]["counterpart"] == "not matched"
     assert any("1 layer(s) matched no other" in note for note in table.notes)
 
@@ -257,7 +258,7 @@ def test_an_empty_folder_gives_an_empty_table(models_root: Path) -> None:
     (models_root / "empty").mkdir()
     table = _table(models_root / "empty")
 
-    assert table.rows == () and table.skeleton is None and table.records() == []
+    assert table.rows == () and table.skeleton is None and tables.layer_rows(table) == []
 
 
 # --------------------------------------------------------------------- bundled

@@ -24,6 +24,7 @@ from quantcore.evaluate.images import image_to_pixels
 from quantcore.evaluate.inputs import InputSpec, SampleSet, fixed_batch_size, folder_samples, input_spec, to_model_input
 from quantcore.evaluate.predictions import predict_image, probabilities, variant_logits
 from quantcore.load import VariantKey, results_cache
+from quantcore.report import tables
 
 CLASSES = 10
 PIXELS = 3 * 32 * 32
@@ -153,7 +154,7 @@ def test_a_flip_constructed_on_purpose_is_listed(flip_folder: Path) -> None:
     onnx_float = VariantKey.ONNX_FLOAT
     assert report.compared == {VariantKey.ONNX_INT8: onnx_float, VariantKey.ONNX_UINT8: onnx_float}
     assert report.counts() == {"onnx_int8": 1, "onnx_uint8": 0}
-    assert report.records() == [{
+    assert tables.flip_rows(report) == [{
         "sample": FLIP_SAMPLE, "label": "item 7", "variant": "onnx_int8", "float says": "item 7",
         "variant says": f"item {FLIP_CLASS}", "effect": "now wrong", "reference": "onnx_float",
     }]  # fmt: skip
@@ -172,8 +173,8 @@ def test_the_flipped_sample_shows_the_disagreement_side_by_side(flip_folder: Pat
     assert by_key["onnx_int8"].top[0].index == FLIP_CLASS and by_key["onnx_int8"].agrees is False
     assert by_key["onnx_uint8"].agrees is True and by_key["onnx_float"].agrees is None
     assert flipped.label_name == "item 7"
-    assert flipped.agreement_row()["onnx_int8"] == "✘ FLIPS (vs onnx_float)"
-    assert flipped.records()[1]["onnx_int8"].startswith(f"item {FLIP_CLASS} ")
+    assert tables.agreement_row(flipped)["onnx_int8"] == "✘ FLIPS (vs onnx_float)"
+    assert tables.prediction_rows(flipped)[1]["onnx_int8"].startswith(f"item {FLIP_CLASS} ")
     assert all(p.agrees is not False for p in steady.variants)
     # Logit 100 + 32·0 against 32: the softmax says how sure it is.
     expected = np.exp(100) / (np.exp(100) + np.exp(32) + 8)
@@ -315,15 +316,16 @@ def test_input_spec_falls_back_to_the_model_card(models_root: Path) -> None:
 
 
 def test_unreadable_samples_leave_a_note_and_uploads_still_work(flip_folder: Path) -> None:
-    from gradio_app.compare_views import flips_api, predict_api
+    from gradio_app.common import api
+    from gradio_app.tabs.predictions import flips_api, predict_api
 
     (flip_folder / "samples.npz").write_bytes(b"not an npz")
     variants = quantcore.load_model_variants(flip_folder)
     samples, notes = folder_samples(variants, input_spec(variants))
 
     assert samples is None and notes[0].startswith("samples.npz unreadable")
-    assert "upload an image" in predict_api("flip", 0)["error"]
-    assert "no samples to look for flips in" in flips_api("flip")["error"]
+    assert "upload an image" in api(predict_api)("flip", 0)["error"]
+    assert "no samples to look for flips in" in api(flips_api)("flip")["error"]
 
 
 def _png(image: Image.Image) -> bytes:
@@ -377,8 +379,10 @@ def test_hostile_uploads_are_refused_before_decoding(tmp_path: Path, monkeypatch
 
 
 def test_an_upload_through_the_handler_is_predicted_by_every_variant(flip_folder: Path, tmp_path: Path) -> None:
-    from gradio_app.compare_views import predict_api
+    from gradio_app.common import api
+    from gradio_app.tabs.predictions import predict_api
 
+    predict_api = api(predict_api)  # noqa: F811 -- as the endpoint serves it: errors become {"error": why}
     photo = tmp_path / "item.png"
     image = Image.new("L", (56, 56), 0)
     image.paste(255, (0, 14, 56, 16))  # a bright row that lands on row 9 of the 28x28 inside

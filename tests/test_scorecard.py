@@ -17,9 +17,10 @@ from quantcore.data.test_sets import find_test_sets
 from quantcore.errors import DatasetError, PathNotAllowedError
 from quantcore.evaluate.inputs import folder_samples, input_spec, load_test_set
 from quantcore.evaluate.metrics import per_class_accuracy
-from quantcore.evaluate.scorecard import build_scorecard, score_accuracy, scorecard_figure
+from quantcore.evaluate.scorecard import build_scorecard, score_accuracy
 from quantcore.evaluate.speed import measure_speeds, speed_advice
 from quantcore.load import VariantKey, results_cache
+from quantcore.report import figures, tables
 from tests.test_predictions import build_flip_folder, direct_logits, gemm_model, stripe_weights, write_samples
 
 FLOAT, INT8, UINT8 = VariantKey.ONNX_FLOAT, VariantKey.ONNX_INT8, VariantKey.ONNX_UINT8
@@ -43,7 +44,7 @@ def test_accuracy_equals_a_direct_computation_over_samples_npz(variant_folder: P
 
     inputs = datasets.preprocess(data.images)
     predicted = {str(k): np.argmax(direct_logits(variant_folder, str(k), inputs), axis=1) for k in VariantKey}
-    rows = {r["variant"]: r for r in card.records()}
+    rows = {r["variant"]: r for r in tables.score_rows(card)}
     assert set(rows) == {str(k) for k in VariantKey} and card.images == 120
     assert rows["onnx_float"]["accuracy (%)"] == 60.0  # the labels were made to be 60 % the float model's answers
     for score in card.scores:
@@ -57,8 +58,8 @@ def test_accuracy_equals_a_direct_computation_over_samples_npz(variant_folder: P
             assert score.agreement == pytest.approx(np.mean(mine == predicted[str(score.reference)]))
         assert score.bytes == (variant_folder / score.file).stat().st_size
     counts = np.bincount(data.labels, minlength=10)
-    assert [r["images"] for r in card.per_class_records()] == list(counts)
-    assert [r["class"] for r in card.per_class_records()] == list(datasets.FASHION_MNIST_LABELS)
+    assert [r["images"] for r in tables.per_class_rows(card)] == list(counts)
+    assert [r["class"] for r in tables.per_class_rows(card)] == list(datasets.FASHION_MNIST_LABELS)
 
 
 def test_speeds_are_measured_for_every_variant_and_batch_size(variant_folder: Path) -> None:
@@ -96,11 +97,11 @@ def test_a_slow_s8s8_variant_is_called_out_from_its_measured_speed(models_root: 
     uint8_slower = any(speeds[UINT8][b] < 0.95 * speeds[FLOAT][b] for b in (1, 64))
     assert len(card.advice) == 1 + uint8_slower
     assert not uint8_slower or card.advice[1].finding.startswith("onnx_uint8 is slower than onnx_float")
-    rows = {r["variant"]: r for r in card.records()}
+    rows = {r["variant"]: r for r in tables.score_rows(card)}
     assert rows["onnx_int8"]["× float @64"] == round(speeds[INT8][64] / speeds[FLOAT][64], 2) < 0.5
     assert rows["onnx_int8"]["accuracy (%)"] == 95.0 and rows["onnx_float"]["accuracy (%)"] == 100.0
-    assert card.per_class_records()[7]["onnx_int8"] == 50.0  # the flipped sample is one of class 7's two
-    figure = scorecard_figure(card)
+    assert tables.per_class_rows(card)[7]["onnx_int8"] == 50.0  # the flipped sample is one of class 7's two
+    figure = figures.scorecard_figure(card)
     assert [t.name for t in figure.data] == ["accuracy", "agreement with float", "batch 1", "batch 64"]
     assert list(figure.data[3].y) == [speeds[k][64] for k in (FLOAT, INT8, UINT8)]
 
@@ -239,12 +240,13 @@ def test_a_hostile_cifar_pickle_is_refused_and_a_real_one_read(models_root: Path
 
 
 def test_the_scorecard_handler_answers_errors_and_json(models_root: Path) -> None:
-    from gradio_app.compare_views import scorecard_api
+    from gradio_app.common import api
+    from gradio_app.tabs.scorecard import scorecard_api
 
     build_flip_folder(models_root / "flip")
-    result = scorecard_api("flip", "", 1)
+    result = api(scorecard_api)("flip", "", 1)
     cached = results_cache.cache_info().hits
-    again = scorecard_api("flip", "", 1)
+    again = api(scorecard_api)("flip", "", 1)
 
     assert [r["variant"] for r in result["table"]] == ["onnx_float", "onnx_int8", "onnx_uint8"]
     assert result["source"] == "samples.npz (20 images)" and len(result["per_class"]) == 10
@@ -252,9 +254,9 @@ def test_the_scorecard_handler_answers_errors_and_json(models_root: Path) -> Non
     assert set(result["speed"]["median_images_per_second"]["onnx_int8"]) == {"@1", "@64"}
     assert again == result and results_cache.cache_info().hits >= cached + 4  # three variants' logits and the speeds
     assert "pytorch_float: missing — skipped" in result["notes"]
-    assert "outside the allowed folders" in scorecard_api("flip", "/etc", 1)["error"]
-    assert "runs must be between 1 and 500" in scorecard_api("flip", "", 0)["error"]
-    assert "Load a folder" in scorecard_api(None)["error"]
+    assert "outside the allowed folders" in api(scorecard_api)("flip", "/etc", 1)["error"]
+    assert "runs must be between 1 and 500" in api(scorecard_api)("flip", "", 0)["error"]
+    assert "Load a folder" in api(scorecard_api)(None)["error"]
 
 
 def test_a_graph_with_a_fixed_batch_is_timed_at_that_batch_only(models_root: Path) -> None:

@@ -16,11 +16,10 @@ from quantcore.inspect.weights import (
     MAX_BINS,
     compare_weights,
     histogram,
-    stats_records,
-    weight_histogram_figure,
     weight_stats,
 )
 from quantcore.load import VariantKey
+from quantcore.report import figures, tables
 
 
 @pytest.fixture
@@ -52,7 +51,7 @@ def test_histogram_values_are_the_dequantized_weights(table: LayerTable, variant
     assert len(hist.edges) == 26
     np.testing.assert_array_equal(hist.counts[int8.label], np.histogram(expected.astype(np.float32), hist.edges)[0])
     assert hist.counts[int8.label].sum() == integers.size
-    figure = weight_histogram_figure(comparison, bins=25)
+    figure = figures.weight_histogram_figure(comparison, bins=25)
     bars = {trace.name: trace for trace in figure.data}
     np.testing.assert_array_equal(np.asarray(bars[int8.label].y), hist.counts[int8.label])
     np.testing.assert_allclose(np.asarray(bars[int8.label].x), (hist.edges[:-1] + hist.edges[1:]) / 2)
@@ -68,7 +67,7 @@ def test_raw_integer_histogram_counts_the_stored_integers(table: LayerTable, var
     assert set(hist.counts) == {"onnx_int8", "onnx_uint8", "pytorch_int8"}
     assert np.all(np.diff(hist.edges) <= 1.0 + 1e-9)
     np.testing.assert_array_equal(hist.counts["onnx_int8"], np.histogram(integers, hist.edges)[0])
-    figure = weight_histogram_figure(comparison, raw_integers=True, side_by_side=True)
+    figure = figures.weight_histogram_figure(comparison, raw_integers=True, side_by_side=True)
     assert [t.name for t in figure.data] == ["onnx_int8", "onnx_uint8", "pytorch_int8"]
     assert {t.xaxis for t in figure.data} == {"x", "x2", "x3"}  # one panel per variant
 
@@ -87,7 +86,7 @@ def test_float_series_are_bn_folded_and_quantized_ones_measured_against_them(tab
         assert 30 < stats["sqnr_db"] < 70
         assert stats["count"] == 16 * 3 * 3 * 3 and stats["shape"] == [16, 3, 3, 3]
         assert stats["scale"] is not None and stats["fraction_clipped"] is not None
-    rows = stats_records(comparison)
+    rows = tables.weight_stat_rows(comparison)
     assert [r["variant"] for r in rows][3] == "pytorch_float (BN folded)"
     assert isinstance(rows[4]["scale"], str) and rows[4]["scale"].count("/") == 2  # per-channel min / median / max
 
@@ -124,7 +123,7 @@ def test_bins_out_of_range_are_refused(table: LayerTable) -> None:
     with pytest.raises(ValueError, match="bins"):
         histogram(comparison, bins=0)
     with pytest.raises(ValueError, match="bins"):
-        weight_histogram_figure(comparison, bins=MAX_BINS + 1)
+        figures.weight_histogram_figure(comparison, bins=MAX_BINS + 1)
 
 
 def test_a_layer_missing_in_a_variant_is_noted_not_raised(models_root: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -54,35 +53,6 @@ class FlipReport:
     def samples(self) -> list[int]:
         """The flipped sample indices, each once, in order."""
         return sorted({f.sample for f in self.flips})
-
-    def records(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """One row per (sample, variant) flip, by sample; the first ``limit`` rows."""
-        names = self.class_names
-        rows = [
-            {
-                "sample": f.sample,
-                "label": names[f.label] if f.label is not None else None,
-                "variant": str(f.variant),
-                "float says": names[f.reference_class],
-                "variant says": names[f.variant_class],
-                "effect": f.effect,
-                "reference": str(f.reference),
-            }
-            for f in self.flips
-        ]
-        return rows if limit is None else rows[:limit]
-
-    def as_dict(self, limit: int | None = None) -> dict[str, Any]:
-        """JSON-ready: counts per variant, the flips (up to ``limit``) and notes."""
-        return {
-            "images": self.images,
-            "source": self.source,
-            "compared": {str(k): str(v) for k, v in self.compared.items()},
-            "counts": self.counts(),
-            "total": len(self.flips),
-            "flips": self.records(limit),
-            "notes": list(self.notes),
-        }
 
 
 def find_flips(

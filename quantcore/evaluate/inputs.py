@@ -27,6 +27,7 @@ from quantcore.data import datasets
 from quantcore.data.test_sets import read_test_set
 from quantcore.errors import DatasetError
 from quantcore.load import CARD_NAME, SAMPLES_NAME, ModelVariants, Status, VariantKey
+from quantcore.load.results_cache import cached
 
 logger = logging.getLogger(__name__)
 
@@ -299,3 +300,23 @@ def sample_inputs(
         notes.append(f"{SAMPLES_NAME} holds {len(samples)} images; all of them used")
     description = f"{SAMPLES_NAME} ({count} images)"
     return InputBatches(description, count, spec, samples.labels[:count], samples.images[:count]), notes
+
+
+@dataclass(frozen=True)
+class FolderInputs:
+    """A loaded folder's input spec and samples (None when it has none that fit), and notes on both."""
+
+    spec: InputSpec
+    samples: SampleSet | None
+    notes: tuple[str, ...]
+
+
+def folder_inputs(variants: ModelVariants) -> FolderInputs:
+    """The folder's ``input_spec`` and ``folder_samples``, read once per folder fingerprint."""
+
+    def describe() -> FolderInputs:
+        spec = input_spec(variants)
+        samples, notes = folder_samples(variants, spec)
+        return FolderInputs(spec, samples, (*spec.notes, *notes))
+
+    return cached(variants, "model_input", (), describe)[0]

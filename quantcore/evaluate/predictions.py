@@ -182,27 +182,6 @@ class Prediction:
     variants: tuple[VariantPrediction, ...]
     notes: tuple[str, ...] = ()
 
-    def agreement_row(self) -> dict[str, str]:
-        """Per variant: agrees with its float reference, flips, or is the reference."""
-        row = {"rank": "agrees with float"}
-        for p in self.variants:
-            if p.agrees is None:
-                row[str(p.variant)] = "reference" if p.variant.value.endswith("_float") else "no float loaded"
-            else:
-                row[str(p.variant)] = f"{'✔ yes' if p.agrees else '✘ FLIPS'} (vs {p.reference})"
-        return row
-
-    def records(self) -> list[dict[str, str]]:
-        """Side by side: one row per rank, one column per variant ("Coat 91.2 %"), after the agreement row."""
-        rows = [self.agreement_row()]
-        for rank in range(max((len(p.top) for p in self.variants), default=0)):
-            row = {"rank": str(rank + 1)}
-            for p in self.variants:
-                score = p.top[rank] if rank < len(p.top) else None
-                row[str(p.variant)] = f"{score.name} {100 * score.probability:.1f} %" if score else ""
-            rows.append(row)
-        return rows
-
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: the image's source and label, and every variant's top-k."""
         return {

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,7 +22,6 @@ from quantcore.evaluate import metrics
 from quantcore.evaluate.inputs import InputSpec, SampleSet
 from quantcore.evaluate.predictions import VariantOutputs, variant_logits
 from quantcore.evaluate.speed import (
-    BATCH_SIZES,
     DEFAULT_RUNS,
     MAX_RUNS,
     SpeedAdvice,
@@ -32,10 +30,7 @@ from quantcore.evaluate.speed import (
     cached_speeds,
     speed_advice,
 )
-from quantcore.load import ModelVariants, VariantKey, reference_key
-
-if TYPE_CHECKING:
-    import plotly.graph_objects as go
+from quantcore.load import ModelVariants, VariantKey
 
 logger = logging.getLogger(__name__)
 ProgressFn = Callable[[float, str], None]
@@ -59,10 +54,6 @@ class VariantScore:
     images_per_second: dict[int, float] = field(default_factory=dict)
 
 
-def _pct(value: float | None, digits: int = 2) -> float | None:
-    return None if value is None else round(100 * value, digits)
-
-
 @dataclass(frozen=True)
 class Scorecard:
     """Accuracy and speed of every variant, on one sample set."""
@@ -75,54 +66,6 @@ class Scorecard:
     speeds: Speeds
     advice: tuple[SpeedAdvice, ...]
     notes: tuple[str, ...] = ()
-
-    def records(self) -> list[dict[str, Any]]:
-        """The table: one row per variant."""
-        floats = {s.variant: s.images_per_second for s in self.scores}
-        rows = []
-        for s in self.scores:
-            row: dict[str, Any] = {
-                "variant": str(s.variant),
-                "file": s.file,
-                "size (KB)": round(s.bytes / 1024, 1) if s.bytes is not None else None,
-                "accuracy (%)": _pct(s.accuracy),
-                "correct": s.correct,
-                "agreement with float (%)": _pct(s.agreement),
-                "float reference": str(s.reference) if s.reference else None,
-            }
-            speed_ref = reference_key(s.variant, [k for k in floats if floats[k]])
-            for batch in BATCH_SIZES:
-                ips = s.images_per_second.get(batch)
-                row[f"images/s @{batch}"] = round(ips, 1) if ips is not None else None
-                ref_ips = floats.get(speed_ref, {}).get(batch) if speed_ref and s.variant.is_quantized else None
-                row[f"× float @{batch}"] = round(ips / ref_ips, 2) if ips and ref_ips else None
-            rows.append(row)
-        return rows
-
-    def per_class_records(self) -> list[dict[str, Any]]:
-        """Per-class accuracy (%): one row per class, one column per variant."""
-        rows = []
-        for c, name in enumerate(self.class_names):
-            row: dict[str, Any] = {"class": name, "images": self.class_counts[c]}
-            for s in self.scores:
-                row[str(s.variant)] = _pct(s.per_class[c]) if c < len(s.per_class) else None
-            rows.append(row)
-        return rows
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: everything the tab shows."""
-        return {
-            "images": self.images,
-            "source": self.source,
-            "table": self.records(),
-            "per_class": self.per_class_records(),
-            "speed": {"runs": self.speeds.runs, "threads": self.speeds.threads, "inputs": self.speeds.source,
-                      "batch_sizes": list(BATCH_SIZES), "statistic": "fastest run; variants take turns",
-                      "median_images_per_second": {str(k): {f"@{b}": round(ips, 1) for b, ips in v.items()}
-                                                   for k, v in self.speeds.median_images_per_second.items()}},
-            "advice": [str(a) for a in self.advice],
-            "notes": list(self.notes),
-        }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -220,31 +163,3 @@ def build_scorecard(
     notes = tuple(dict.fromkeys([*accuracy.notes, *speeds.notes]))
     return Scorecard(scores, len(samples), samples.description, accuracy.class_names, accuracy.class_counts, speeds,
                      tuple(advice), notes)  # fmt: skip
-
-
-# ---------------------------------------------------------------------- chart
-
-
-def scorecard_figure(card: Scorecard) -> go.Figure:
-    """One bar chart: accuracy and agreement (%) per variant on the left, images/s at each batch size on the right."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    names = [str(s.variant) for s in card.scores]
-    figure = make_subplots(rows=1, cols=2, subplot_titles=(f"Accuracy on {card.images:,} images (%)",
-                                                           "Speed (images/s, fastest run)"))  # fmt: skip
-    figure.add_trace(go.Bar(x=names, y=[_pct(s.accuracy) for s in card.scores], name="accuracy",
-                            text=[f"{100 * s.accuracy:.1f}" if s.accuracy is not None else "" for s in card.scores],
-                            textposition="outside"), row=1, col=1)  # fmt: skip
-    figure.add_trace(go.Bar(x=names, y=[_pct(s.agreement) for s in card.scores], name="agreement with float"),
-                     row=1, col=1)  # fmt: skip
-    for batch in BATCH_SIZES:
-        figure.add_trace(go.Bar(x=names, y=[s.images_per_second.get(batch) for s in card.scores],
-                                name=f"batch {batch}"), row=1, col=2)  # fmt: skip
-    accuracies = [100 * s.accuracy for s in card.scores if s.accuracy is not None]
-    low = max(0.0, min(accuracies, default=0.0) - 5)
-    figure.update_yaxes(range=[low, 101], title_text="%", row=1, col=1)
-    figure.update_yaxes(title_text="images/s", row=1, col=2)
-    figure.update_layout(barmode="group", title=f"Accuracy and speed — {card.source}", legend_title="bars",
-                         margin={"l": 60, "r": 20, "t": 80, "b": 80})  # fmt: skip
-    return figure

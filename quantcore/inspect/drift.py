@@ -19,18 +19,16 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from quantcore.backends import Capture, Layer, Tapper, tapper_for, to_numpy
 from quantcore.evaluate.inputs import InputBatches, input_spec, sample_inputs
-from quantcore.inspect.layer_table import LayerTable, build_layer_table
+from quantcore.inspect.layer_table import LayerTable, build_layer_table, layer_table
 from quantcore.inspect.sqnr import SqnrAccumulator
 from quantcore.load import ModelVariants, VariantKey
-
-if TYPE_CHECKING:
-    import plotly.graph_objects as go
+from quantcore.load.results_cache import cached
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +58,6 @@ class VariantDrift:
         return min(finite)[1] if finite else None
 
 
-def _number(value: float | None, digits: int = 2) -> float | str | None:
-    """JSON- and table-safe: infinities as text, NaN as None."""
-    if value is None or math.isnan(value):
-        return None
-    if math.isinf(value):
-        return "∞" if value > 0 else "-∞"
-    return round(value, digits)
-
-
 @dataclass(frozen=True)
 class DriftReport:
     """Per-layer SQNR of every quantized variant, and what it ran on."""
@@ -82,58 +71,6 @@ class DriftReport:
     seconds: float
     reference_accuracy: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
-
-    def records(self) -> list[dict[str, Any]]:
-        """One row per layer, one SQNR column (dB) per variant."""
-        rows = []
-        for i, (label, kind) in enumerate(zip(self.layers, self.kinds, strict=True)):
-            row: dict[str, Any] = {"#": i + 1, "layer": label.split(". ", 1)[-1], "kind": kind}
-            for drift in self.variants:
-                row[f"{drift.variant} (dB)"] = _number(drift.sqnr_db[i])
-            rows.append(row)
-        return rows
-
-    def summary(self) -> list[dict[str, Any]]:
-        """One row per variant: its worst layer, output SQNR, agreement and accuracy."""
-        rows = []
-        for drift in self.variants:
-            worst = drift.worst
-            rows.append({
-                "variant": str(drift.variant),
-                "reference": str(drift.reference),
-                "worst layer": self.layers[worst].split(". ", 1)[-1] if worst is not None else None,
-                "worst SQNR (dB)": _number(drift.sqnr_db[worst]) if worst is not None else None,
-                "output SQNR (dB)": _number(drift.output_sqnr_db),
-                "top-1 agreement": _number(drift.agreement, 4),
-                "accuracy": _number(drift.accuracy, 4),
-                "reference accuracy": _number(self.reference_accuracy.get(str(drift.reference)), 4),
-            })  # fmt: skip
-        return rows
-
-    def worst(self) -> dict[str, dict[str, Any]]:
-        """Per variant: the row index, name and SQNR of its worst layer."""
-        found = {}
-        for drift in self.variants:
-            if drift.worst is not None:
-                found[str(drift.variant)] = {
-                    "row": drift.worst,
-                    "layer": self.layers[drift.worst].split(". ", 1)[-1],
-                    "sqnr_db": _number(drift.sqnr_db[drift.worst]),
-                }
-        return found
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: everything the page shows."""
-        return {
-            "images": self.images,
-            "source": self.source,
-            "batch_size": self.batch_size,
-            "seconds": round(self.seconds, 3),
-            "layers": self.records(),
-            "variants": self.summary(),
-            "worst": self.worst(),
-            "notes": list(self.notes),
-        }
 
 
 # ------------------------------------------------------------------------- run
@@ -256,6 +193,21 @@ def layer_drift(
     )  # fmt: skip
 
 
+def cached_layer_drift(
+    variants: ModelVariants,
+    *,
+    images: int = DEFAULT_IMAGES,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: ProgressFn | None = None,
+) -> DriftReport:
+    """``layer_drift`` over the folder's samples (or generated inputs), computed once per folder and settings."""
+    table = layer_table(variants)
+    return cached(
+        variants, "drift", (images, batch_size),
+        lambda: layer_drift(variants, table=table, images=images, batch_size=batch_size, progress=progress),
+    )[0]  # fmt: skip
+
+
 def _result(comparison: _Comparison, rows: int, has_labels: bool) -> VariantDrift:
     seen = comparison.seen
     return VariantDrift(
@@ -303,39 +255,3 @@ def _compare_batch(
     comparison.correct += int(np.sum(top == labels)) if labels is not None else 0
     comparison.seen += len(batch)
     return True
-
-
-# ----------------------------------------------------------------------- chart
-
-
-# Worst-layer labels take turns around their marker, so two variants failing at one layer stay readable.
-_LABEL_POSITIONS = ("bottom center", "top center", "bottom right", "top left", "bottom left", "top right")
-
-
-def drift_figure(report: DriftReport) -> go.Figure:
-    """Per-layer SQNR across depth, one line per variant, each variant's worst layer marked."""
-    import plotly.graph_objects as go
-    from plotly.colors import qualitative
-
-    figure = go.Figure()
-    x = [f"{i + 1}. {label.split('. ', 1)[-1]}" for i, label in enumerate(report.layers)]
-    palette = qualitative.Plotly
-    for n, drift in enumerate(report.variants):
-        color = palette[n % len(palette)]
-        y = [db if db is not None and math.isfinite(db) else None for db in drift.sqnr_db]
-        figure.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=str(drift.variant), line={"color": color}))
-        worst = drift.worst
-        if worst is not None and y[worst] is not None:
-            figure.add_trace(go.Scatter(
-                x=[x[worst]], y=[y[worst]], mode="markers+text", showlegend=False, name=f"{drift.variant} worst",
-                text=[f"{drift.variant}: {y[worst]:.1f} dB"], textposition=_LABEL_POSITIONS[n % len(_LABEL_POSITIONS)],
-                marker={"size": 16, "symbol": "x", "color": color},
-            ))  # fmt: skip
-    figure.update_layout(
-        title=f"Per-layer SQNR against the float reference ({report.images} images)",
-        xaxis_title="layer (input → output)",
-        yaxis_title="SQNR (dB), higher is better",
-        legend_title="variant",
-        margin={"l": 60, "r": 20, "t": 60, "b": 120},
-    )
-    return figure

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from quantcore.backends import Layer, QuantParams, backend_for
-from quantcore.backends.layer import spread
+from quantcore.backends import Layer, backend_for
 from quantcore.evaluate.inputs import input_shape
 from quantcore.load import FLOAT_KEYS, ModelVariants, Status, VariantKey, reference_key
+from quantcore.load.results_cache import cached
 
 logger = logging.getLogger(__name__)
 
@@ -107,27 +107,6 @@ class LayerRow:
         return f"{self.index + 1}. {self.primary.name}"
 
 
-def _fmt(value: float) -> str:
-    return f"{value:.4g}"
-
-
-def _describe_q(q: QuantParams | None) -> tuple[str, str]:
-    """(scale, zero point) as table text: the value, or min / median / max over channels."""
-    if q is None:
-        return "—", "—"
-    if not q.per_channel:
-        return _fmt(float(q.scale[0])), str(int(q.zero_point[0]))
-    scale = spread(q.scale)
-    zero = spread(q.zero_point)
-    scale_text = f"{_fmt(scale['min'])} / {_fmt(scale['median'])} / {_fmt(scale['max'])} ({q.scale.size} ch)"
-    zero_text = (
-        str(int(zero["min"]))
-        if zero["min"] == zero["max"]
-        else f"{zero['min']:g} / {zero['median']:g} / {zero['max']:g}"
-    )
-    return scale_text, zero_text
-
-
 @dataclass(frozen=True)
 class LayerTable:
     """Every variant's layers, matched row by row.
@@ -169,39 +148,6 @@ class LayerTable:
             counts[str(key)] = {"layers": len(own), "matched": len(shared)}
         return counts
 
-    def records(self) -> list[dict[str, Any]]:
-        """The table as display rows: per layer, one row for each variant (its counterpart or 'not matched')."""
-        records = []
-        for row in self.rows:
-            primary = row.primary
-            for key in self.variants:
-                layer = row.layers.get(key)
-                record: dict[str, Any] = {
-                    "#": row.index + 1, "layer": primary.name, "type": primary.op,
-                    "weight shape": "×".join(map(str, primary.weight_shape)), "params": primary.parameters,
-                    "variant": str(key),
-                }  # fmt: skip
-                if layer is None:
-                    record.update({"counterpart": "not matched", "fused": "", "dtype": ""})
-                    record.update(dict.fromkeys(_Q_COLUMNS, "—"))
-                else:
-                    w_scale, w_zero = _describe_q(layer.weight_q)
-                    in_scale, in_zero = _describe_q(layer.input_q)
-                    out_scale, out_zero = _describe_q(layer.output_q)
-                    act = layer.output_q or layer.input_q
-                    dtype = (
-                        f"w {layer.weight_q.dtype} · act {act.dtype if act else '?'}" if layer.weight_q else "float32"
-                    )
-                    record.update({
-                        "counterpart": layer.name,
-                        "fused": " + ".join(layer.fused), "dtype": dtype,
-                        "weight scale": w_scale, "weight zero point": w_zero,
-                        "input scale": in_scale, "input zero point": in_zero,
-                        "output scale": out_scale, "output zero point": out_zero,
-                    })  # fmt: skip
-                records.append(record)
-        return records
-
     def detail(self, index: int) -> dict[str, Any]:
         """One layer across variants with every channel's scale and zero point (JSON-ready).
 
@@ -224,16 +170,6 @@ class LayerTable:
                 "output": layer.output_q.full() if layer.output_q else None,
             }  # fmt: skip
         return {"layer": row.primary.name, "index": row.index, "variants": variants}
-
-
-_Q_COLUMNS = (
-    "weight scale",
-    "weight zero point",
-    "input scale",
-    "input zero point",
-    "output scale",
-    "output zero point",
-)
 
 
 def build_layer_table(variants: ModelVariants) -> LayerTable:
@@ -296,3 +232,8 @@ def build_layer_table(variants: ModelVariants) -> LayerTable:
     return LayerTable(
         skeleton, tuple(keys), tuple(LayerRow(i, r) for i, r in enumerate(ordered)), tuple(dict.fromkeys(notes))
     )
+
+
+def layer_table(variants: ModelVariants) -> LayerTable:
+    """``build_layer_table`` for this folder, built once per folder fingerprint, then from the results cache."""
+    return cached(variants, "layers", (), lambda: build_layer_table(variants))[0]

@@ -11,7 +11,7 @@ the integer grid's ends.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -19,9 +19,6 @@ from quantcore.backends import Layer, QuantParams
 from quantcore.inspect.layer_table import LayerTable
 from quantcore.inspect.sqnr import sqnr_db
 from quantcore.load import VariantKey
-
-if TYPE_CHECKING:
-    import plotly.graph_objects as go
 
 DEFAULT_BINS = 60
 MAX_BINS = 400
@@ -184,72 +181,3 @@ def histogram(comparison: WeightComparison, *, bins: int = DEFAULT_BINS, raw_int
     else:
         edges = np.linspace(low, high, bins + 1) if high > low else np.array([low - 0.5, high + 0.5])
     return Histogram(edges, {k: np.histogram(d, bins=edges)[0] for k, d in data.items()}, raw_integers)
-
-
-def weight_histogram_figure(
-    comparison: WeightComparison,
-    *,
-    bins: int = DEFAULT_BINS,
-    side_by_side: bool = False,
-    raw_integers: bool = False,
-) -> go.Figure:
-    """Plotly histograms of one layer's weights: overlaid, or one panel per variant.
-
-    Raises:
-        ValueError: ``bins`` is out of range.
-    """
-    import plotly.graph_objects as go
-    from plotly.colors import qualitative
-    from plotly.subplots import make_subplots
-
-    hist = histogram(comparison, bins=bins, raw_integers=raw_integers)
-    centres = (hist.edges[:-1] + hist.edges[1:]) / 2
-    width = float(hist.edges[1] - hist.edges[0])
-    labels = list(hist.counts)
-    what = "stored integer" if raw_integers else "weight value"
-    if side_by_side and labels:
-        figure = make_subplots(rows=1, cols=len(labels), shared_yaxes=True, subplot_titles=labels)
-    else:
-        figure = go.Figure()
-    palette = qualitative.Plotly
-    for n, label in enumerate(labels):
-        bar = go.Bar(
-            x=centres, y=hist.counts[label], width=width, name=label, marker={"color": palette[n % len(palette)]},
-            opacity=1.0 if side_by_side else 0.55,
-        )  # fmt: skip
-        if side_by_side:
-            figure.add_trace(bar, row=1, col=n + 1)
-        else:
-            figure.add_trace(bar)
-    figure.update_layout(
-        title=f"{comparison.layer}: stored integers"
-        if raw_integers
-        else f"{comparison.layer}: weights (float; dequantized for quantized variants)",
-        barmode="overlay",
-        bargap=0,
-        legend_title="variant",
-        yaxis_title="count",
-        margin={"l": 60, "r": 20, "t": 70, "b": 50},
-    )
-    if not side_by_side:
-        figure.update_xaxes(title_text=what)
-    return figure
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, dict):
-        return " / ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value.values())
-    if isinstance(value, float):
-        return float(f"{value:.6g}")
-    if isinstance(value, list):
-        return "×".join(map(str, value))
-    return value
-
-
-def stats_records(comparison: WeightComparison) -> list[dict[str, Any]]:
-    """One display row of statistics per series (per-channel values as min / median / max)."""
-    records = []
-    for s in comparison.series:
-        head = {"variant": s.label, "layer": s.layer.name, "reference": str(s.reference) if s.reference else "—"}
-        records.append(head | {k: _cell(v) for k, v in s.stats.items()})
-    return records

@@ -39,6 +39,7 @@ from quantcore.load.hub_checks import (
 )
 from quantcore.load.hub_errors import translate_error
 from quantcore.load.pulled import DEFAULT_REVISION, PulledVariants
+from quantcore.load.source import Source
 from quantcore.load.summary import get_model_summary
 
 logger = logging.getLogger(__name__)
@@ -329,7 +330,8 @@ def pull_and_summarize(repo_id: str, *, revision: str | None = None, subfolder: 
     Returns:
         ``get_model_summary``'s dict plus ``"hub"``: ``repo_id``,
         ``revision_requested``, ``commit``, ``subfolder``, ``files``,
-        ``downloaded``, ``from_cache``, ``offline``, ``note``; the note (where the
+        ``downloaded``, ``from_cache``, ``offline``, ``note``, and ``"source"``
+        (the ``Source`` handle to load it again by); the note (where the
         files came from: downloaded, up to date, or the cached snapshot and why)
         is also the last of the summary's ``notes``.
 
@@ -353,4 +355,5 @@ def pull_and_summarize(repo_id: str, *, revision: str | None = None, subfolder: 
         "offline": pulled.offline,
         "note": note,
     }
+    summary["source"] = Source.from_pulled(pulled).as_dict()
     return summary

@@ -47,7 +47,9 @@ class Source:
     def local(cls, folder: str | Sequence[str]) -> Source:
         """A folder under the models root, from a relative path or its segments."""
         text = folder if isinstance(folder, str) else "/".join(folder)
-        return cls(SourceKind.LOCAL, folder=text.strip().strip("/"))
+        text = "" if text.strip() in (".", "./") else text
+        # Only a trailing "/" goes: a leading one is an absolute path, which resolve_folder refuses.
+        return cls(SourceKind.LOCAL, folder=text.strip().rstrip("/") or text.strip())
 
     @classmethod
     def from_pulled(cls, pulled: PulledVariants) -> Source:

@@ -1,0 +1,1 @@
+"""The views as people read them: display tables, API JSON and charts (no UI toolkit here)."""
