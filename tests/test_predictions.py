@@ -382,7 +382,7 @@ def test_an_upload_through_the_handler_is_predicted_by_every_variant(flip_folder
     from gradio_app.common import api
     from gradio_app.tabs.predictions import predict_api
 
-    predict_api = api(predict_api)  # noqa: F811 -- as the endpoint serves it: errors become {"error": why}
+    predict_api = api(predict_api)  # as the endpoint serves it: errors become {"error": why}
     photo = tmp_path / "item.png"
     image = Image.new("L", (56, 56), 0)
     image.paste(255, (0, 14, 56, 16))  # a bright row that lands on row 9 of the 28x28 inside
