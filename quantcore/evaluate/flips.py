@@ -8,7 +8,7 @@ import numpy as np
 
 from quantcore.evaluate.inputs import SampleSet
 from quantcore.evaluate.predictions import VariantOutputs
-from quantcore.load import VariantKey
+from quantcore.load import Key, VariantKey, key_order
 
 
 @dataclass(frozen=True)
@@ -16,7 +16,7 @@ class Flip:
     """A sample on which a quantized variant's top-1 differs from its float reference's."""
 
     sample: int
-    variant: VariantKey
+    variant: Key
     reference: VariantKey
     reference_class: int
     variant_class: int
@@ -40,7 +40,7 @@ class FlipReport:
     images: int
     source: str
     class_names: tuple[str, ...]
-    compared: dict[VariantKey, VariantKey]  # variant -> its reference
+    compared: dict[Key, VariantKey]  # variant -> its reference
     notes: tuple[str, ...] = ()
 
     def counts(self) -> dict[str, int]:
@@ -79,8 +79,7 @@ def find_flips(
         for i in np.flatnonzero(top[key] != top[ref]):
             label = int(samples.labels[i]) if samples.labels is not None else None
             flips.append(Flip(int(i), key, ref, int(top[ref][i]), int(top[key][i]), label))
-    order = list(VariantKey)
-    flips.sort(key=lambda f: (f.sample, order.index(f.variant)))
+    flips.sort(key=lambda f: (f.sample, key_order(f.variant)))
     width = next((v.shape[1] for v in outputs.logits.values()), 0)
     names = class_names or samples.label_names
     if len(names) != width:

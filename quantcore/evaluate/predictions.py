@@ -24,7 +24,7 @@ import numpy as np
 from quantcore import settings
 from quantcore.backends import Predictor, predictor_for
 from quantcore.evaluate.inputs import InputSpec, SampleSet, fixed_batch_size, to_model_input
-from quantcore.load import ModelVariants, Status, VariantKey, reference_key
+from quantcore.load import Key, ModelVariants, Status, VariantKey, reference_key
 from quantcore.load.results_cache import cached
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ MAX_TOP_K = 10
 ProgressFn = Callable[[float, str], None]
 
 
-def runnable(variants: ModelVariants) -> tuple[list[VariantKey], list[str]]:
+def runnable(variants: ModelVariants) -> tuple[list[Key], list[str]]:
     """The loaded variants, in key order, and a note for each one that is not.
 
     Returns:
@@ -58,11 +58,11 @@ def runnable(variants: ModelVariants) -> tuple[list[VariantKey], list[str]]:
 class VariantOutputs:
     """Logits (N, classes) of every variant that ran over one sample set, and notes on the rest."""
 
-    logits: dict[VariantKey, np.ndarray]
-    seconds: dict[VariantKey, float]
+    logits: dict[Key, np.ndarray]
+    seconds: dict[Key, float]
     notes: tuple[str, ...] = ()
 
-    def references(self) -> dict[VariantKey, VariantKey]:
+    def references(self) -> dict[Key, VariantKey]:
         """Each variant that has a float reference among those that ran, mapped to it."""
         ran = list(self.logits)
         return {k: ref for k in ran if (ref := reference_key(k, ran)) is not None}
@@ -112,21 +112,21 @@ def variant_logits(
     keys, notes = runnable(variants)
     inputs: list[np.ndarray] = []  # the float input, made once and only if some variant must run
     preprocessing = json.dumps(spec.preprocessing, sort_keys=True, default=str)
-    logits: dict[VariantKey, np.ndarray] = {}
-    seconds: dict[VariantKey, float] = {}
+    logits: dict[Key, np.ndarray] = {}
+    seconds: dict[Key, float] = {}
     count = len(samples)
     for position, key in enumerate(keys):
 
-        def report(done: int, position: int = position, key: VariantKey = key) -> None:
+        def report(done: int, position: int = position, key: Key = key) -> None:
             if progress is not None:
                 progress((position + done / max(count, 1)) / len(keys), f"{key}: {done} of {count} images")
 
-        def compute(key: VariantKey = key, report: Callable[[int], None] = report) -> tuple[np.ndarray, float]:
+        def compute(key: Key = key, report: Callable[[int], None] = report) -> tuple[np.ndarray, float]:
             if not inputs:
                 inputs.append(to_model_input(samples.images, spec))
-            predictor = predictor_for(variants[key], threads=threads)
+            predictor = predictor_for(variants.model(key), threads=threads)
             started = time.perf_counter()
-            out = _run_one(predictor, inputs[0], fixed_batch_size(variants[key]) or batch_size, report)
+            out = _run_one(predictor, inputs[0], fixed_batch_size(variants.model(key)) or batch_size, report)
             return out, time.perf_counter() - started
 
         try:
@@ -165,7 +165,7 @@ class ClassScore:
 class VariantPrediction:
     """One variant's top-k for one image, and whether its top-1 is its float reference's."""
 
-    variant: VariantKey
+    variant: Key
     top: tuple[ClassScore, ...]
     reference: VariantKey | None = None
     agrees: bool | None = None  # None: no reference (a float model, or no float loaded)
@@ -235,11 +235,11 @@ def predict_image(
         raise ValueError(f"pixels must be uint8 {spec.shape}, got {pixels.dtype} {tuple(pixels.shape)}")
     keys, notes = runnable(variants)
     batch = to_model_input(pixels[None], spec)
-    top1: dict[VariantKey, int] = {}
-    scores: dict[VariantKey, tuple[ClassScore, ...]] = {}
+    top1: dict[Key, int] = {}
+    scores: dict[Key, tuple[ClassScore, ...]] = {}
     for key in keys:
         try:
-            logits = predictor_for(variants[key])(batch)
+            logits = predictor_for(variants.model(key))(batch)
         except Exception as exc:  # one failing variant must not hide the others
             logger.exception("running %s on one image failed", key)
             notes.append(f"{key}: failed while running ({type(exc).__name__}) — skipped")

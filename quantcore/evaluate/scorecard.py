@@ -30,7 +30,7 @@ from quantcore.evaluate.speed import (
     cached_speeds,
     speed_advice,
 )
-from quantcore.load import ModelVariants, VariantKey
+from quantcore.load import Key, ModelVariants, VariantKey
 
 logger = logging.getLogger(__name__)
 ProgressFn = Callable[[float, str], None]
@@ -43,7 +43,7 @@ ProgressFn = Callable[[float, str], None]
 class VariantScore:
     """One row of the table."""
 
-    variant: VariantKey
+    variant: Key
     file: str | None
     bytes: int | None
     correct: int | None

@@ -16,7 +16,7 @@ from quantcore import settings
 from quantcore.backends import Predictor, predictor_for
 from quantcore.evaluate.inputs import InputSpec, fixed_batch_size, folder_samples, to_model_input
 from quantcore.evaluate.predictions import runnable
-from quantcore.load import SAMPLES_NAME, ModelVariants, VariantKey, reference_key
+from quantcore.load import SAMPLES_NAME, Key, ModelVariants, reference_key
 from quantcore.load.results_cache import cached
 
 logger = logging.getLogger(__name__)
@@ -128,8 +128,8 @@ class Speeds:
     (slower runs are mostly interference). ``median_images_per_second`` is the typical run.
     """
 
-    images_per_second: dict[VariantKey, dict[int, float]]
-    median_images_per_second: dict[VariantKey, dict[int, float]]
+    images_per_second: dict[Key, dict[int, float]]
+    median_images_per_second: dict[Key, dict[int, float]]
     runs: int
     threads: int
     source: str
@@ -173,20 +173,21 @@ def measure_speeds(
         raise ValueError(f"runs must be between 1 and {MAX_RUNS}, got {runs}")
     threads = settings.current().threads if threads is None else threads
     keys, notes = runnable(variants)
+    by_name = {str(k): k for k in keys}
     inputs, source = _speed_inputs(variants, spec, max(batch_sizes))
-    best: dict[VariantKey, dict[int, float]] = {k: {} for k in keys}
-    median: dict[VariantKey, dict[int, float]] = {k: {} for k in keys}
+    best: dict[Key, dict[int, float]] = {k: {} for k in keys}
+    median: dict[Key, dict[int, float]] = {k: {} for k in keys}
     for step, batch_size in enumerate(batch_sizes):
         if progress is not None:
             progress(step / len(batch_sizes), f"timing {len(keys)} variant(s) at batch {batch_size}, {runs} runs each")
         predictors: dict[str, Predictor] = {}
         for key in keys:
-            fixed = fixed_batch_size(variants[key])
+            fixed = fixed_batch_size(variants.model(key))
             if fixed is not None and fixed != batch_size:
                 notes.append(f"{key}: its graph fixes batch {fixed}; not timed at batch {batch_size}")
                 continue
             try:
-                predictor = predictor_for(variants[key], threads=threads)
+                predictor = predictor_for(variants.model(key), threads=threads)
                 predictor(inputs[:batch_size])  # fails here, not inside the shared timing loop
             except Exception as exc:  # one failing variant must not end the others' timing
                 logger.exception("timing %s failed", key)
@@ -200,8 +201,8 @@ def measure_speeds(
             warmup_runs=SPEED_WARMUP,
         )  # fmt: skip
         for name, throughput in timed.items():
-            best[VariantKey(name)][batch_size] = throughput.best_images_per_second
-            median[VariantKey(name)][batch_size] = throughput.images_per_second
+            best[by_name[name]][batch_size] = throughput.best_images_per_second
+            median[by_name[name]][batch_size] = throughput.images_per_second
     if progress is not None:
         progress(1.0, "timing done")
     timed = [k for k in keys if best[k]]
@@ -232,7 +233,7 @@ def cached_speeds(
 # --------------------------------------------------------------------- advice
 
 
-def activation_type(variants: ModelVariants, key: VariantKey) -> str | None:
+def activation_type(variants: ModelVariants, key: Key) -> str | None:
     quantization = variants.records[key].details.get("quantization") or {}
     return quantization.get("activation_type") if isinstance(quantization, dict) else None
 
@@ -241,7 +242,7 @@ def activation_type(variants: ModelVariants, key: VariantKey) -> str | None:
 class SpeedAdvice:
     """A quantized variant slower than its float reference: what was measured, and what to do."""
 
-    variant: VariantKey
+    variant: Key
     finding: str
     suggestion: str | None = None
 
@@ -250,7 +251,7 @@ class SpeedAdvice:
 
 
 def speed_advice(
-    speeds: dict[VariantKey, dict[int, float]], activation_types: dict[VariantKey, str | None] | None = None
+    speeds: dict[Key, dict[int, float]], activation_types: dict[Key, str | None] | None = None
 ) -> list[SpeedAdvice]:
     """Advice for every quantized variant that runs slower than its float reference.
 

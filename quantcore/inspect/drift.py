@@ -27,7 +27,7 @@ from quantcore.backends import Capture, Layer, Tapper, tapper_for, to_numpy
 from quantcore.evaluate.inputs import InputBatches, input_spec, sample_inputs
 from quantcore.inspect.layer_table import LayerTable, build_layer_table, layer_table
 from quantcore.inspect.sqnr import SqnrAccumulator
-from quantcore.load import ModelVariants, VariantKey
+from quantcore.load import Key, ModelVariants, VariantKey
 from quantcore.load.results_cache import cached
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ ProgressFn = Callable[[float, str], None]
 class VariantDrift:
     """One quantized variant against its float reference, layer by layer (one entry per table row)."""
 
-    variant: VariantKey
+    variant: Key
     reference: VariantKey
     sqnr_db: tuple[float | None, ...]
     output_sqnr_db: float | None
@@ -85,7 +85,7 @@ def _as_float(value: Any, layer: Layer) -> np.ndarray:
 
 @dataclass
 class _Comparison:
-    variant: VariantKey
+    variant: Key
     reference: VariantKey
     rows: list[int]
     layers: dict[int, Layer]
@@ -148,22 +148,22 @@ def layer_drift(
         inputs, input_notes = sample_inputs(variants, input_spec(variants), images=images)
         notes.extend(input_notes)
 
-    tappers: dict[VariantKey, Tapper] = {}
+    tappers: dict[Key, Tapper] = {}
     for key in dict.fromkeys(k for c in comparisons for k in (c.reference, c.variant)):
         taps = sorted({table.rows[r].layers[key].tap for c in comparisons if key in (c.variant, c.reference)
                        for r in c.rows})  # fmt: skip
         try:
-            tappers[key] = tapper_for(variants[key], taps)
+            tappers[key] = tapper_for(variants.model(key), taps)
         except Exception as exc:  # this variant's comparisons are dropped, the others still run
             logger.exception("capturing the activations of %s failed", key)
             notes.append(f"{key}: cannot capture its activations ({type(exc).__name__})")
     comparisons = [c for c in comparisons if c.variant in tappers and c.reference in tappers]
 
-    reference_correct: dict[VariantKey, int] = {}
+    reference_correct: dict[Key, int] = {}
     count = inputs.count if inputs is not None and comparisons else 0
     done = 0
     for batch, batch_labels in inputs.batches(batch_size) if count else ():
-        captured: dict[VariantKey, Capture] = {}
+        captured: dict[Key, Capture] = {}
         for reference in dict.fromkeys(c.reference for c in comparisons):
             try:
                 captured[reference] = tappers[reference](batch)
@@ -223,7 +223,7 @@ def _result(comparison: _Comparison, rows: int, has_labels: bool) -> VariantDrif
 def _compare_batch(
     comparison: _Comparison,
     tapper: Tapper,
-    captured: dict[VariantKey, Capture],
+    captured: dict[Key, Capture],
     table: LayerTable,
     batch: np.ndarray,
     labels: np.ndarray | None,

@@ -23,7 +23,7 @@ import numpy as np
 
 from quantcore.backends import Layer, backend_for
 from quantcore.evaluate.inputs import input_shape
-from quantcore.load import FLOAT_KEYS, ModelVariants, Status, VariantKey, reference_key
+from quantcore.load import FLOAT_KEYS, Key, ModelVariants, Status, VariantKey, key_order, reference_key
 from quantcore.load.results_cache import cached
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class LayerRow:
     """One layer as every variant that has it sees it."""
 
     index: int
-    layers: dict[VariantKey, Layer]
+    layers: dict[Key, Layer]
 
     @property
     def primary(self) -> Layer:
@@ -116,8 +116,8 @@ class LayerTable:
     variant that has it; a layer no other variant has gets a row of its own.
     """
 
-    skeleton: VariantKey | None
-    variants: tuple[VariantKey, ...]
+    skeleton: Key | None
+    variants: tuple[Key, ...]
     rows: tuple[LayerRow, ...]
     notes: tuple[str, ...] = ()
 
@@ -131,7 +131,7 @@ class LayerTable:
             raise IndexError(f"layer {index + 1} does not exist (the table has {len(self.rows)})")
         return self.rows[index]
 
-    def reference(self, key: VariantKey) -> VariantKey | None:
+    def reference(self, key: Key) -> VariantKey | None:
         """The float variant ``key``'s layers are compared against (see ``reference_key``)."""
         return reference_key(key, self.variants)
 
@@ -185,7 +185,7 @@ def build_layer_table(variants: ModelVariants) -> LayerTable:
         The matched ``LayerTable``.
     """
     notes: list[str] = []
-    raw: dict[VariantKey, list[Layer]] = {}
+    raw: dict[Key, list[Layer]] = {}
     for key, record in variants.records.items():
         if record.status is not Status.LOADED:
             if record.status is not Status.MISSING:
@@ -202,20 +202,20 @@ def build_layer_table(variants: ModelVariants) -> LayerTable:
     shape = input_shape(variants, raw)
     for key, layers in raw.items():
         if shape is not None and any(layer.quantized and layer.input_q is None for layer in layers):
-            raw[key], own = extract_layers(variants[key], probe=np.zeros(shape, dtype=np.float32))
+            raw[key], own = extract_layers(variants.model(key), probe=np.zeros(shape, dtype=np.float32))
             notes.extend(f"{key}: {n}" for n in own)
-    keys = [k for k in VariantKey if raw.get(k)]
-    for key in VariantKey:
-        if key in raw and not raw[key]:
+    keys = sorted((k for k in raw if raw[k]), key=key_order)
+    for key in sorted(raw, key=key_order):
+        if not raw[key]:
             notes.append(f"{key}: no conv or dense layers found")
     if not keys:
         return LayerTable(None, (), (), tuple(notes))
     skeleton = next((k for k in FLOAT_KEYS if k in keys), keys[0])
-    rows: list[dict[VariantKey, Layer]] = [{skeleton: layer} for layer in raw[skeleton]]
+    rows: list[dict[Key, Layer]] = [{skeleton: layer} for layer in raw[skeleton]]
     order = [k for k in FLOAT_KEYS if k in keys and k is not skeleton] + [k for k in keys if k.is_quantized]
     for key in (k for k in order if k is not skeleton):
         pairs = align([next(iter(r.values())) for r in rows], raw[key])
-        merged: list[dict[VariantKey, Layer]] = []
+        merged: list[dict[Key, Layer]] = []
         for i, j in pairs:
             row = rows[i] if i is not None else {}
             if j is not None:
@@ -225,7 +225,7 @@ def build_layer_table(variants: ModelVariants) -> LayerTable:
         if unmatched:
             notes.append(f"{key}: {unmatched} layer(s) matched no other variant's; shown on rows of their own")
         rows = merged
-    ordered = [dict(sorted(r.items(), key=lambda kv: (kv[0] is not skeleton, list(VariantKey).index(kv[0]))))
+    ordered = [dict(sorted(r.items(), key=lambda kv: (kv[0] is not skeleton, key_order(kv[0]))))
                for r in rows]  # fmt: skip
     if any(key.is_quantized for key in keys) and VariantKey.PYTORCH_FLOAT in keys:
         notes.append(FOLDING_NOTE)

@@ -18,7 +18,7 @@ import numpy as np
 from quantcore.backends import Layer, QuantParams
 from quantcore.inspect.layer_table import LayerTable
 from quantcore.inspect.sqnr import sqnr_db
-from quantcore.load import VariantKey
+from quantcore.load import Key, VariantKey
 
 DEFAULT_BINS = 60
 MAX_BINS = 400
@@ -28,7 +28,7 @@ MAX_BINS = 400
 class WeightSeries:
     """One variant's weights of one layer (canonical layout: output channels first)."""
 
-    variant: VariantKey
+    variant: Key
     label: str
     layer: Layer
     values: np.ndarray  # floats: the stored (BN-folded) ones, or the dequantized integers

@@ -5,11 +5,15 @@ from quantcore.load.files import Storage, load_onnx_model, load_pytorch_model
 from quantcore.load.folder import ModelVariants, cache_clear, cache_info, load_model_variants
 from quantcore.load.keys import (
     FLOAT_KEYS,
+    Key,
     ModelFormat,
     Precision,
+    RecipeKey,
     Status,
     VariantKey,
     VariantRecord,
+    key_order,
+    parse_key,
     reference_key,
 )
 from quantcore.load.pulled import PulledVariants
@@ -21,10 +25,12 @@ __all__ = [
     "MANIFEST_NAME",
     "MODEL_SUFFIXES",
     "SAMPLES_NAME",
+    "Key",
     "ModelFormat",
     "ModelVariants",
     "Precision",
     "PulledVariants",
+    "RecipeKey",
     "Status",
     "Storage",
     "VariantKey",
@@ -33,8 +39,10 @@ __all__ = [
     "cache_info",
     "discover_variant_files",
     "get_model_summary",
+    "key_order",
     "load_model_variants",
     "load_onnx_model",
     "load_pytorch_model",
+    "parse_key",
     "reference_key",
 ]

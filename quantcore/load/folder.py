@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -28,7 +28,7 @@ from quantcore.errors import (
 from quantcore.load.card import card_shape, input_shape_warnings, read_card
 from quantcore.load.discover import discover_variant_files, scan_folder
 from quantcore.load.files import LOADERS
-from quantcore.load.keys import Status, VariantKey, VariantRecord
+from quantcore.load.keys import Key, RecipeKey, Status, VariantKey, VariantRecord, key_order
 from quantcore.load.pulled import PulledVariants
 
 logger = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class LoadedFolder:
     folder: Path
     stem: str | None
     trusted: bool
-    records: dict[VariantKey, VariantRecord]
+    records: dict[Key, VariantRecord]  # the five keys, then any recipe variants
     load_seconds: float
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # the files disagree with what describes them
@@ -73,9 +73,23 @@ class ModelVariants(Mapping[str, Any]):
         return self.loaded.folder
 
     @property
-    def records(self) -> Mapping[VariantKey, VariantRecord]:
-        """Every variant's record (loaded or not, and why), read-only."""
+    def records(self) -> Mapping[Key, VariantRecord]:
+        """Every variant's record (loaded or not, and why) — the five, then recipe variants — read-only."""
         return MappingProxyType(self.loaded.records)
+
+    def model(self, key: Key) -> Any:
+        """The loaded model of any variant, recipe variants included (None when not loaded).
+
+        Raises:
+            KeyError: no such variant in this set.
+        """
+        return self.loaded.records[key].model
+
+    def with_recipes(self, recipes: Mapping[RecipeKey, VariantRecord]) -> ModelVariants:
+        """This folder with recipe variants beside its five (the cached folder itself is left as it was)."""
+        records = {k: r for k, r in self.loaded.records.items() if isinstance(k, VariantKey)}
+        records.update(sorted(recipes.items(), key=lambda kv: key_order(kv[0])))
+        return ModelVariants(replace(self.loaded, records=records), cache_hit=self.cache_hit)
 
     @property
     def card(self) -> Mapping[str, Any]:

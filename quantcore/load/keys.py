@@ -1,6 +1,9 @@
 """The names of things a folder holds: variant keys, formats, load status, one variant's record.
 
-The five ``VariantKey`` values are the public contract of a folder.
+The five ``VariantKey`` values are the public contract of a folder. Variants
+made in the app from the folder's float model by a quantization recipe join a
+loaded set beside them under ``RecipeKey`` (``recipe:<name>``); every view
+takes either kind of ``Key`` and orders them with ``key_order``.
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 
 class ModelFormat(StrEnum):
@@ -56,6 +59,49 @@ class VariantKey(StrEnum):
         return self.precision is not Precision.FLOAT
 
 
+@dataclass(frozen=True)
+class RecipeKey:
+    """A recipe variant: an ONNX model quantized in the app from the folder's float model."""
+
+    name: str
+    PREFIX: ClassVar[str] = "recipe:"
+
+    @property
+    def value(self) -> str:
+        return self.PREFIX + self.name
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def format(self) -> ModelFormat:
+        return ModelFormat.ONNX
+
+    @property
+    def is_quantized(self) -> bool:
+        return True
+
+
+Key = VariantKey | RecipeKey
+
+
+def parse_key(text: str) -> Key:
+    """``onnx_int8`` -> VariantKey.ONNX_INT8, ``recipe:u8s8`` -> RecipeKey("u8s8").
+
+    Raises:
+        ValueError: neither a variant key nor a recipe key.
+    """
+    if text.startswith(RecipeKey.PREFIX) and len(text) > len(RecipeKey.PREFIX):
+        return RecipeKey(text[len(RecipeKey.PREFIX) :])
+    return VariantKey.from_string(text)
+
+
+def key_order(key: Key) -> tuple[int, str]:
+    """Sort key: the five in their contract order, then recipes by name."""
+    members = list(VariantKey)
+    return (members.index(key), "") if isinstance(key, VariantKey) else (len(members), key.name)
+
+
 class Status(StrEnum):
     LOADED = "loaded"
     MISSING = "missing"
@@ -67,7 +113,7 @@ class Status(StrEnum):
 class VariantRecord:
     """What happened to one variant of a folder."""
 
-    key: VariantKey
+    key: Key
     status: Status
     file: str | None = None
     model: Any = field(default=None, repr=False)
@@ -81,12 +127,13 @@ class VariantRecord:
 FLOAT_KEYS = (VariantKey.PYTORCH_FLOAT, VariantKey.ONNX_FLOAT)
 
 
-def reference_key(key: VariantKey, available: Iterable[VariantKey]) -> VariantKey | None:
+def reference_key(key: Key, available: Iterable[Key]) -> VariantKey | None:
     """The float variant that ``key`` is compared against.
 
     Quantized variants: the float variant of the same format, else the other
-    float. ``onnx_float`` is checked against ``pytorch_float`` (export
-    fidelity); ``pytorch_float`` is the reference itself.
+    float (a recipe variant is ONNX, made from ``onnx_float``). ``onnx_float``
+    is checked against ``pytorch_float`` (export fidelity); ``pytorch_float``
+    is the reference itself.
     """
     present = set(available)
     if key is VariantKey.PYTORCH_FLOAT:

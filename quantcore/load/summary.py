@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from quantcore.load.folder import ModelVariants
-from quantcore.load.keys import ModelFormat, Status, VariantRecord
+from quantcore.load.keys import ModelFormat, Status, VariantKey, VariantRecord
 
 
 def _variant_summary(record: VariantRecord) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def _variant_summary(record: VariantRecord) -> dict[str, Any]:
 
 
 def _precisions(loaded: list[VariantRecord], fmt: ModelFormat) -> list[str]:
-    return [str(r.key.precision) for r in loaded if r.key.format is fmt]
+    return [str(r.key.precision) for r in loaded if isinstance(r.key, VariantKey) and r.key.format is fmt]
 
 
 def get_model_summary(variants: ModelVariants) -> dict[str, Any]:
@@ -40,11 +40,14 @@ def get_model_summary(variants: ModelVariants) -> dict[str, Any]:
         "stem", "trusted", "cache_hit", "load_seconds", "counts", "notes",
         "warnings", "variants": {key: {...}}}`` — every value JSON-serialisable.
         ``warnings`` say where a file disagrees with what describes it (e.g. the
-        graph's input shape vs ``model_card.json``).
+        graph's input shape vs ``model_card.json``). The top-level counts are of
+        the five contract variants; recipe variants (``recipe:<name>``) are extra
+        entries under ``variants``, counted in ``recipes``.
     """
     records = variants.records
-    loaded = [r for r in records.values() if r.status is Status.LOADED]
-    counts = {str(s): sum(r.status is s for r in records.values()) for s in Status}
+    five = [r for k, r in records.items() if isinstance(k, VariantKey)]
+    loaded = [r for r in five if r.status is Status.LOADED]
+    counts = {str(s): sum(r.status is s for r in five) for s in Status}
     return {
         "total_loaded": len(loaded),
         "onnx_available": _precisions(loaded, ModelFormat.ONNX),
@@ -58,4 +61,5 @@ def get_model_summary(variants: ModelVariants) -> dict[str, Any]:
         "notes": list(variants.loaded.notes),
         "warnings": list(variants.loaded.warnings),
         "variants": {str(k): _variant_summary(r) for k, r in records.items()},
+        "recipes": len(records) - len(five),
     }
