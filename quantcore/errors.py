@@ -71,6 +71,10 @@ class NoVariantFilesError(HubError, FileNotFoundError):
     """The repo (or its subfolder) holds no model variant files at that revision."""
 
 
+class HubLimitError(HubError):
+    """A pull was refused before downloading, or cut off, for going over a limit (size, file count, time, rate)."""
+
+
 class HubOfflineError(HubUnreachableError):
     """Offline mode is on (HF_HUB_OFFLINE) and the snapshot asked for is not fully cached."""
 

@@ -16,6 +16,10 @@ the app overrides values from its command-line flags with ``configure()``.
 | QP_MAX_IMAGE_MB               | 20                       | largest image file read                      |
 | QP_MAX_ACTIVATION_MB          | 512                      | captured activations of one per-layer batch  |
 | QP_MAX_RUN_IMAGES             | 4096                     | most images one per-layer run may take       |
+| QP_HUB_MAX_FILES              | 32                       | most files one Hub pull takes from a folder  |
+| QP_HUB_MAX_TOTAL_MB           | 1024                     | most bytes one Hub pull downloads            |
+| QP_HUB_PULL_TIMEOUT_S         | 300                      | longest one Hub pull may take (all requests) |
+| QP_HUB_MIN_RATE_KBPS          | 64                       | slowest Hub transfer kept (per 5 s window)   |
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ def _env_flag(name: str) -> bool:
 
 def _env_int(name: str, default: int, *, minimum: int = 1) -> int:
     return max(minimum, int(os.environ.get(name, str(default))))
+
+
+def _env_float(name: str, default: float) -> float:
+    return max(0.0, float(os.environ.get(name, str(default))))
 
 
 def _env_bytes(name: str, default_mb: float) -> int:
@@ -63,6 +71,10 @@ class Settings:
     max_image_bytes: int = 20 * MB
     max_activation_bytes: int = 512 * MB
     max_run_images: int = 4096
+    hub_max_files: int = 32
+    hub_max_total_bytes: int = 1024 * MB
+    hub_pull_timeout_s: float = 300.0
+    hub_min_rate_bytes_s: float = 64 * 1024.0
 
     @property
     def data_roots(self) -> tuple[Path, ...]:
@@ -83,6 +95,10 @@ def _from_environment() -> Settings:
         max_image_bytes=_env_bytes("QP_MAX_IMAGE_MB", 20),
         max_activation_bytes=_env_bytes("QP_MAX_ACTIVATION_MB", 512),
         max_run_images=_env_int("QP_MAX_RUN_IMAGES", 4096),
+        hub_max_files=_env_int("QP_HUB_MAX_FILES", 32),
+        hub_max_total_bytes=_env_bytes("QP_HUB_MAX_TOTAL_MB", 1024),
+        hub_pull_timeout_s=_env_float("QP_HUB_PULL_TIMEOUT_S", 300.0),
+        hub_min_rate_bytes_s=_env_float("QP_HUB_MIN_RATE_KBPS", 64.0) * 1024,
     )
 
 

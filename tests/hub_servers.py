@@ -6,8 +6,11 @@
   contract as huggingface_hub uses it (revision, tree and resolve routes; the
   ``X-Error-Code`` header; ``X-Repo-Commit`` / ``ETag`` / ``Content-Length``;
   byte ranges), for what olah cannot produce: revision and entry not found,
-  gated and private repos, a download that breaks off or stalls midway. It
-  counts every request it serves.
+  gated and private repos, a download that breaks off or stalls midway — and
+  what a hostile Hub would send: a file listed at one size and served endless
+  or past it, a body trickling a byte every few seconds, listings of any
+  length (paged or in one piece), a multi-GB file that is only ever listed.
+  It counts every request it serves and every body byte it sends.
 
 Both are context managers and pytest-free, so a benchmark can use them too;
 ``pytest`` fixtures wrapping them live in the test modules.
@@ -28,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 LOOPBACK = "127.0.0.1"
 _GIT_ENV = {
@@ -184,6 +187,17 @@ class ServedRepo:
     private: bool = False
     token: str | None = None
     missing_entries: set[str] = field(default_factory=set)
+    listed_sizes: dict[str, int] = field(default_factory=dict)  # name -> size the tree and HEAD give
+    filler_entries: int = 0  # generated tiny files listed (never served) beside the real ones
+    filler_suffix: str = ".txt"
+    page_size: int | None = None  # entries per tree page (Link: rel="next"); None: one page
+
+
+# How a hostile file's GET body misbehaves (the tree and HEAD still give its listed size).
+ENDLESS, OVERSIZE, TRICKLE = "endless", "oversize", "trickle"
+# Bounds on the server's own side, so that no test can make it send for ever.
+HOSTILE_MAX_SECONDS = 90.0
+HOSTILE_MAX_BYTES = 8 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -210,6 +224,8 @@ class HubContractServer:
         self._stall_names: set[str] = set()
         self._breaks: dict[str, int] = {}
         self._outage: int | None = None
+        self._hostile: dict[str, tuple[str, float]] = {}
+        self.sent: dict[str, int] = {}  # file name -> body bytes sent by hostile GETs
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer((LOOPBACK, 0), _make_handler(self))
         self._httpd.daemon_threads = True
@@ -266,6 +282,24 @@ class HubContractServer:
 
     def break_transfers(self, name: str, times: int) -> None:
         self._breaks[name] = times
+
+    def list_size(self, repo_id: str, name: str, size: int) -> None:
+        """List ``name`` at ``size`` bytes (tree and HEAD) without holding them: a GET sends that many zeros."""
+        repo = self.repos[repo_id]
+        repo.listed_sizes[name] = size
+        for files in repo.commits.values():
+            files.setdefault(name, b"")
+
+    def filler(self, repo_id: str, count: int, *, suffix: str = ".txt", page_size: int | None = None) -> None:
+        """List ``count`` more tiny files (``f0000000<suffix>`` ...) in the repo's root, made up as they are listed."""
+        repo = self.repos[repo_id]
+        repo.filler_entries, repo.filler_suffix, repo.page_size = count, suffix, page_size
+
+    def hostile(self, name: str, mode: str, interval: float = 3.0) -> None:
+        """Serve ``name``'s GET body ``ENDLESS`` (zeros until the client hangs up), ``OVERSIZE`` (ten times
+        its size, with a Content-Length that says so) or ``TRICKLE`` (one byte every ``interval`` s)."""
+        self._hostile[name] = (mode, interval)
+        self.sent[name] = 0
 
     def outage(self, status: int | None) -> None:
         """Answer every repo request with ``status`` (e.g. 503), or serve normally again with ``None``."""
@@ -411,10 +445,23 @@ def _make_handler(server: HubContractServer) -> type[BaseHTTPRequestHandler]:
             folders = sorted({str(Path(name).parent) for name in files} - {"."})
             entries = [{"type": "directory", "oid": "0" * 40, "size": 0, "path": folder} for folder in folders]
             entries += [
-                {"type": "file", "oid": git_blob_sha1(data), "size": len(data), "path": name}
+                {
+                    "type": "file", "oid": git_blob_sha1(data) if name not in repo.listed_sizes else "1" * 40,
+                    "size": repo.listed_sizes.get(name, len(data)), "path": name,
+                }
                 for name, data in sorted(files.items())
+            ]  # fmt: skip
+            total = len(entries) + repo.filler_entries
+            start = int(parse_qs(urlsplit(self.path).query).get("cursor", ["0"])[0])
+            stop = total if repo.page_size is None else min(total, start + repo.page_size)
+            headers = {}
+            if stop < total:
+                headers["Link"] = f'<{server.endpoint}{urlsplit(self.path).path}?cursor={stop}>; rel="next"'
+            page = entries[start:stop] + [
+                {"type": "file", "oid": "2" * 40, "size": 1, "path": f"f{n:07}{repo.filler_suffix}"}
+                for n in range(max(start, len(entries)) - len(entries), stop - len(entries))
             ]
-            self._json(entries)
+            self._json(page, headers)
 
         def _resolve(self, repo_id: str, revision: str, name: str) -> None:
             repo = self._repo(repo_id)
@@ -433,6 +480,10 @@ def _make_handler(server: HubContractServer) -> type[BaseHTTPRequestHandler]:
                 "Accept-Ranges": "bytes",
                 "Content-Type": "application/octet-stream",
             }
+            listed = repo.listed_sizes.get(name)
+            if name in server._hostile or listed is not None:
+                self._send_hostile(name, listed if listed is not None else len(data), headers)
+                return
             start = 0
             if match := re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", "")):
                 start = int(match[1])
@@ -446,6 +497,36 @@ def _make_handler(server: HubContractServer) -> type[BaseHTTPRequestHandler]:
                 self._send_partial(body, headers, start, wait=False)
                 return
             self._send(206 if start else 200, body, headers)
+
+        def _send_hostile(self, name: str, listed: int, headers: Mapping[str, str]) -> None:
+            """HEAD: the listed size. GET: the body its hostile mode says, made up as it goes (zeros)."""
+            mode, interval = server._hostile.get(name, (OVERSIZE, 0.0))
+            length = {ENDLESS: None, OVERSIZE: listed * 10 if name in server._hostile else listed}.get(mode, listed)
+            self.send_response(200)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            if self.command == "HEAD" or length is not None:
+                self.send_header("Content-Length", str(listed if self.command == "HEAD" else length))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            if self.command == "HEAD":
+                return
+            block = bytes(1 if mode == TRICKLE else 64 * 1024)
+            started = time.monotonic()
+            left = HOSTILE_MAX_BYTES if length is None else min(length, HOSTILE_MAX_BYTES)
+            try:
+                while left > 0 and time.monotonic() - started < HOSTILE_MAX_SECONDS:
+                    piece = block[: min(len(block), left)]
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+                    left -= len(piece)
+                    with server._lock:
+                        server.sent[name] = server.sent.get(name, 0) + len(piece)
+                    if mode == TRICKLE:
+                        time.sleep(interval)
+            except OSError:  # the client hung up: what a bounded client does
+                pass
 
         def _send_partial(self, body: bytes, headers: Mapping[str, str], start: int, *, wait: bool) -> None:
             """Promise the whole body, send half of it, then (after a stall) drop the connection."""

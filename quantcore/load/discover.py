@@ -25,7 +25,7 @@ SIDECAR_MAX_BYTES = 1 << 20  # variants.json, model_card.json: a few kilobytes w
 STEMS_NAMED = 5  # other stems named in the note; a folder of thousands made it tens of kilobytes
 
 
-def _parse_name(name: str) -> tuple[str, VariantKey] | None:
+def parse_variant_name(name: str) -> tuple[str, VariantKey] | None:
     """``resnet8_int8.onnx`` -> ("resnet8", ONNX_INT8); unrelated names -> None."""
     base, suffix = os.path.splitext(name)
     if suffix == ".onnx":
@@ -113,7 +113,7 @@ def discover_variant_files(
     notes: list[str] = []
     by_stem: dict[str, dict[VariantKey, str]] = {}
     for name in sorted(names):
-        parsed = _parse_name(name)
+        parsed = parse_variant_name(name)
         if parsed is not None:
             stem, key = parsed
             by_stem.setdefault(stem, {}).setdefault(key, name)

@@ -1,9 +1,14 @@
 """Pull a folder of model variants from a Hugging Face Hub repo into the local cache.
 
 ``pull_model_variants`` downloads only the variant files (``*.onnx``, ``*.pt``,
-``*.pth``) and their sidecars (``variants.json``, ``model_card.json``,
-``samples.npz``) of one folder of a repo with ``huggingface_hub.snapshot_download``,
-into the standard Hugging Face cache (``HF_HUB_CACHE``, else ``HF_HOME/hub``).
+``*.pth``) of one model stem and their sidecars (``variants.json``,
+``model_card.json``, ``samples.npz``) of one folder of a repo with
+``huggingface_hub.snapshot_download``, into the standard Hugging Face cache
+(``HF_HUB_CACHE``, else ``HF_HOME/hub``). The folder's listing is checked
+against the pull limits before anything comes down (``hub_plan``), and every
+body is held to its listed size, the pull's time and a minimum rate while it
+comes (``hub_transfer``); a refused or cut pull leaves nothing in the cache
+(``hub_cache``).
 ``pull_and_summarize`` then loads that folder through the same cached loader as
 local folders — as an untrusted source: TorchScript and whole pickles are
 refused unless the operator opted in (``--trust-remote-models``).
@@ -20,13 +25,16 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from quantcore import settings
 from quantcore.errors import HubError, NoVariantFilesError
-from quantcore.load.discover import CARD_NAME, MANIFEST_NAME, MODEL_SUFFIXES, SAMPLES_NAME
+from quantcore.load import hub_transfer
+from quantcore.load.discover import MODEL_SUFFIXES
 from quantcore.load.folder import ModelVariants
+from quantcore.load.hub_cache import CacheState, blob_names, cached_plan, complete_snapshot, remember_ref, repo_lock
 from quantcore.load.hub_checks import (
     COMMIT_RE,
     check_repo_id,
@@ -38,13 +46,13 @@ from quantcore.load.hub_checks import (
     shown_endpoint,
 )
 from quantcore.load.hub_errors import translate_error
+from quantcore.load.hub_plan import SIDECAR_NAMES, PullPlan, list_folder, plan_pull
 from quantcore.load.pulled import DEFAULT_REVISION, PulledVariants
 from quantcore.load.source import Source
 from quantcore.load.summary import get_model_summary
 
 logger = logging.getLogger(__name__)
 
-SIDECAR_NAMES = (MANIFEST_NAME, CARD_NAME, SAMPLES_NAME)
 # How long resolving the revision (the first request of a pull) may take before
 # the endpoint counts as unreachable; connecting gets at most 3 s of it.
 HUB_TIMEOUT_SECONDS = 5.0
@@ -74,8 +82,11 @@ def _resolve_commit(repo_id: str, revision: str | None, *, endpoint: str, token:
 # --------------------------------------------------------------------- the pull
 
 
-def _patterns(subfolder: str | None) -> tuple[list[str], list[str]]:
-    """allow/ignore patterns for the variant files and sidecars directly in ``subfolder``."""
+def _offline_patterns(subfolder: str | None) -> tuple[list[str], list[str]]:
+    """allow/ignore patterns for every variant file and sidecar directly in ``subfolder``.
+
+    Used only offline with no cached listing to plan from: nothing is downloaded then.
+    """
     prefix = f"{subfolder}/" if subfolder else ""
     allow = [f"{prefix}*{suffix}" for suffix in MODEL_SUFFIXES] + [prefix + name for name in SIDECAR_NAMES]
     # fnmatch's '*' also matches '/': keep nested folders out.
@@ -86,46 +97,8 @@ def _wanted(name: str) -> bool:
     return name.endswith(MODEL_SUFFIXES) or name in SIDECAR_NAMES
 
 
-def _blob_names(repo_cache: Path) -> set[str]:
-    try:
-        return {entry.name for entry in os.scandir(repo_cache / "blobs") if not entry.name.endswith(".incomplete")}
-    except OSError:
-        return set()
-
-
-def _remember_ref(repo_cache: Path, revision: str, commit: str) -> None:
-    """Record ``revision -> commit`` in the cache's ``refs/`` (as huggingface_hub does), for offline use."""
-    if revision == commit:
-        return
-    ref = repo_cache / "refs" / revision
-    try:
-        if ref.is_file() and ref.read_text(encoding="utf-8") == commit:
-            return
-        ref.parent.mkdir(parents=True, exist_ok=True)
-        partial = ref.with_name(f"{ref.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        partial.write_text(commit, encoding="utf-8")
-        os.replace(partial, ref)
-    except OSError as exc:  # a read-only cache still serves what it holds
-        logger.warning("could not record %s -> %s in the cache: %s", revision, commit[:10], exc.strerror)
-
-
-def _complete_snapshot(
-    repo_id: str, commit: str, *, cache_dir: Path, repo_cache: Path, allow: list[str], ignore: list[str]
-) -> Path | None:
-    """The cached snapshot of ``commit`` if it already holds every wanted file, by its cached tree listing."""
-    from huggingface_hub import get_cached_repo_tree
-    from huggingface_hub.errors import CachedRepoTreeNotFoundError
-    from huggingface_hub.utils import filter_repo_objects
-
-    try:
-        tree = get_cached_repo_tree(repo_id, revision=commit, cache_dir=cache_dir)
-    except CachedRepoTreeNotFoundError:
-        return None
-    snapshot = repo_cache / "snapshots" / commit
-    wanted = filter_repo_objects([entry.path for entry in tree], allow_patterns=allow, ignore_patterns=ignore)
-    if all(snapshot.joinpath(*name.split("/")).is_file() for name in wanted):
-        return snapshot
-    return None
+def _at(repo_id: str, revision: str | None) -> str:
+    return f"'{repo_id}'" + (f" at '{revision}'" if revision else "")
 
 
 def pull_model_variants(
@@ -136,10 +109,16 @@ def pull_model_variants(
     token: str | None = None,
     endpoint: str | None = None,
 ) -> PulledVariants:
-    """Download one folder of variant files from a Hub repo into the Hugging Face cache.
+    """Download one folder of variant files from a Hub repo into the Hugging Face cache, within limits.
 
-    Only ``*.onnx``, ``*.pt``, ``*.pth`` and the sidecars ``variants.json``,
-    ``model_card.json``, ``samples.npz`` directly in that folder come down.
+    Only ``*.onnx``, ``*.pt``, ``*.pth`` of one model stem (every one, with a
+    ``variants.json``) and the sidecars ``variants.json``, ``model_card.json``,
+    ``samples.npz`` directly in that folder come down. The repo's listing is
+    checked against the limits first (``QP_HUB_MAX_FILES``, ``QP_MAX_MODEL_MB``
+    per file, ``QP_HUB_MAX_TOTAL_MB``): over any, nothing is downloaded. Bodies
+    are cut when they run past their listed size, the pull's time
+    (``QP_HUB_PULL_TIMEOUT_S``) or the minimum rate (``QP_HUB_MIN_RATE_KBPS``);
+    a refused or cut pull leaves nothing of its own in the cache.
     Files already cached for the resolved commit are not downloaded again.
     With ``HF_HUB_OFFLINE=1``, or when the endpoint does not answer, the cached
     snapshot is used without any download.
@@ -161,14 +140,12 @@ def pull_model_variants(
         GatedRepoError: the repo is gated and the token has no access.
         HubFileNotFoundError: a listed file could not be served.
         NoVariantFilesError: no variant files in that folder at that revision.
+        HubLimitError: over a limit before the download (nothing written) or during it (cut, nothing kept).
         HubOfflineError: offline mode and the snapshot is not (fully) cached.
         HubUnreachableError: the endpoint does not answer (or a download broke off)
             and the snapshot is not (fully) cached.
         HubError: any other failure of the endpoint.
     """
-    import httpx2
-    from huggingface_hub import ResolvedRevision, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError
     from huggingface_hub.file_download import repo_folder_name
 
     repo_id = check_repo_id(repo_id)
@@ -178,9 +155,47 @@ def pull_model_variants(
     token = (token or os.environ.get("HF_TOKEN") or "").strip() or None
     cache_dir = hub_cache_dir()
     repo_cache = cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model")
-    allow, ignore = _patterns(subfolder)
+    limits = settings.current()
+    hub_transfer.install()
+    guard = hub_transfer.PullGuard(
+        what=_at(repo_id, revision),
+        api_prefix=hub_transfer.url_key(f"{endpoint}/api/models/{repo_id}/"),
+        deadline=time.monotonic() + limits.hub_pull_timeout_s,
+        min_rate=limits.hub_min_rate_bytes_s,
+        timeout_s=limits.hub_pull_timeout_s,
+    )
+    hub_transfer.activate(guard)
+    try:
+        return _pull(
+            repo_id, revision, subfolder, endpoint=endpoint, token=token, cache_dir=cache_dir,
+            repo_cache=repo_cache, guard=guard,
+        )  # fmt: skip
+    finally:
+        hub_transfer.deactivate(guard)
+
+
+def _pull(
+    repo_id: str,
+    revision: str | None,
+    subfolder: str | None,
+    *,
+    endpoint: str,
+    token: str | None,
+    cache_dir: Path,
+    repo_cache: Path,
+    guard: hub_transfer.PullGuard,
+) -> PulledVariants:
+    import httpx2
+    from huggingface_hub import ResolvedRevision, hf_hub_url, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    at = _at(repo_id, revision)
 
     def failure(exc: Exception, offline_reason: str | None = None) -> HubError:
+        if guard.failure is not None:  # a limit cut the transfer; whatever came out of it is its consequence
+            return guard.failure
+        if isinstance(exc, HubError):
+            return exc
         logger.info("pull of %s failed: %s", repo_id, type(exc).__name__)
         return translate_error(
             exc,
@@ -191,18 +206,22 @@ def pull_model_variants(
             offline_reason=offline_reason,
         )
 
+    def plan_from_cache(revision_or_commit: str) -> PullPlan | None:
+        return cached_plan(repo_id, revision_or_commit, cache_dir=cache_dir, subfolder=subfolder, at=at)
+
     # Online, the revision is resolved first (with a timeout); offline, or when
     # the endpoint does not answer, huggingface_hub serves the cached snapshot.
     commit: str | None = None
     offline_reason: str | None = None
     snapshot: Path | None = None
+    plan: PullPlan | None = None
+    new_blobs: set[str] = set()
     if offline_mode():
         offline_reason = "offline mode is on (HF_HUB_OFFLINE=1)"
     elif revision and COMMIT_RE.fullmatch(revision):
         # A commit never changes: when it is fully cached there is nothing to ask.
-        snapshot = _complete_snapshot(
-            repo_id, revision, cache_dir=cache_dir, repo_cache=repo_cache, allow=allow, ignore=ignore
-        )
+        plan = plan_from_cache(revision)
+        snapshot = complete_snapshot(repo_cache, revision, plan)
     if offline_reason is None and snapshot is None:
         try:
             commit = _resolve_commit(repo_id, revision, endpoint=endpoint, token=token)
@@ -214,39 +233,52 @@ def pull_model_variants(
             if status < 500:
                 raise failure(exc) from None
             offline_reason = f"the Hub at {shown_endpoint(endpoint)} answered {status}"
-        except HubError:
-            raise
         except Exception as exc:
             raise failure(exc) from None
 
-    blobs_before = _blob_names(repo_cache)
     try:
         if offline_reason is not None:
+            # With a cached listing, exactly the planned files must be there; without one, whatever is.
+            plan = plan_from_cache(revision or DEFAULT_REVISION)
+            if plan is None:
+                allow, ignore = _offline_patterns(subfolder)
+            else:
+                allow, ignore = plan.allow_patterns(), None
             snapshot = Path(
                 snapshot_download(
-                    repo_id,
-                    revision=revision,
-                    cache_dir=cache_dir,
-                    local_files_only=True,
-                    allow_patterns=allow,
-                    ignore_patterns=ignore,
+                    repo_id, revision=revision, cache_dir=cache_dir, local_files_only=True,
+                    allow_patterns=allow, ignore_patterns=ignore,
                 )
-            )
+            )  # fmt: skip
         elif commit is not None:
-            _remember_ref(repo_cache, revision or DEFAULT_REVISION, commit)
-            snapshot = _complete_snapshot(
-                repo_id, commit, cache_dir=cache_dir, repo_cache=repo_cache, allow=allow, ignore=ignore
-            ) or Path(
-                snapshot_download(
-                    repo_id,
-                    revision=ResolvedRevision(commit, initial=revision, repo_id=repo_id),
-                    cache_dir=cache_dir,
-                    endpoint=endpoint,
-                    token=token or False,
-                    allow_patterns=allow,
-                    ignore_patterns=ignore,
-                )
-            )
+            plan = plan_from_cache(commit)
+            snapshot = complete_snapshot(repo_cache, commit, plan)
+            if snapshot is None:
+                listed = list_folder(
+                    repo_id, commit, subfolder=subfolder, endpoint=endpoint, token=token, at=at
+                )  # fmt: skip
+                plan = plan_pull(listed, repo_id=repo_id, subfolder=subfolder, at=at)
+                if not plan.has_models:
+                    raise _no_variants(repo_id, revision, commit, subfolder)
+                for path, size in plan.files.items():
+                    guard.expect(hf_hub_url(repo_id, path, revision=commit, endpoint=endpoint), path, size)
+                with repo_lock(repo_cache, guard):
+                    before = CacheState.of(repo_cache)
+                    try:
+                        snapshot = Path(
+                            snapshot_download(
+                                repo_id, revision=ResolvedRevision(commit, initial=revision, repo_id=repo_id),
+                                cache_dir=cache_dir, endpoint=endpoint, token=token or False,
+                                allow_patterns=plan.allow_patterns(),
+                            )
+                        )  # fmt: skip
+                    except BaseException:
+                        before.restore(commit)
+                        raise
+                    new_blobs = blob_names(repo_cache) - before.blobs
+            remember_ref(repo_cache, revision or DEFAULT_REVISION, commit)
+    except NoVariantFilesError:
+        raise
     except Exception as exc:
         raise failure(exc, offline_reason) from None
     assert snapshot is not None
@@ -255,19 +287,17 @@ def pull_model_variants(
     if not COMMIT_RE.fullmatch(commit):
         raise HubError(f"The Hub at {shown_endpoint(endpoint)} returned an unexpected snapshot for '{repo_id}'.")
     folder = snapshot.joinpath(*subfolder.split("/")) if subfolder else snapshot
-    try:
-        names = sorted(entry.name for entry in os.scandir(folder) if entry.is_file() and _wanted(entry.name))
-    except OSError:
-        names = []
-    if not any(name.endswith(MODEL_SUFFIXES) for name in names):
-        where = f"folder '{subfolder}'" if subfolder else "root folder"
-        raise NoVariantFilesError(
-            f"'{repo_id}' at '{revision or DEFAULT_REVISION}' (commit {commit[:10]}) has no model variant files "
-            f"({', '.join('*' + s for s in MODEL_SUFFIXES)}) in its {where}: check the repo and the subfolder."
-        )
-
-    new_blobs = _blob_names(repo_cache) - blobs_before
     prefix = f"{subfolder}/" if subfolder else ""
+    if plan is not None:
+        names = sorted(path[len(prefix) :] for path in plan.files if (snapshot / path).is_file())
+    else:
+        try:
+            names = sorted(entry.name for entry in os.scandir(folder) if entry.is_file() and _wanted(entry.name))
+        except OSError:
+            names = []
+    if not any(name.endswith(MODEL_SUFFIXES) for name in names):
+        raise _no_variants(repo_id, revision, commit, subfolder)
+
     downloaded = [name for name in names if Path(os.path.realpath(folder / name)).name in new_blobs]
     pulled = PulledVariants(
         repo_id=repo_id,
@@ -279,6 +309,7 @@ def pull_model_variants(
         files=tuple(prefix + name for name in names),
         downloaded=tuple(prefix + name for name in downloaded),
         offline_reason=offline_reason,
+        notes=plan.notes if plan is not None else (),
     )
     logger.info(
         "pulled %s@%s (commit %s): %d file(s), %d downloaded%s",
@@ -286,6 +317,14 @@ def pull_model_variants(
         f"; {offline_reason}" if offline_reason else "",
     )  # fmt: skip
     return pulled
+
+
+def _no_variants(repo_id: str, revision: str | None, commit: str, subfolder: str | None) -> NoVariantFilesError:
+    where = f"folder '{subfolder}'" if subfolder else "root folder"
+    return NoVariantFilesError(
+        f"'{repo_id}' at '{revision or DEFAULT_REVISION}' (commit {commit[:10]}) has no model variant files "
+        f"({', '.join('*' + s for s in MODEL_SUFFIXES)}) in its {where}: check the repo and the subfolder."
+    )
 
 
 def _note(pulled: PulledVariants) -> str:
@@ -343,7 +382,7 @@ def pull_and_summarize(repo_id: str, *, revision: str | None = None, subfolder: 
     summary = get_model_summary(variants)
     note = _note(pulled)
     # Status lines show the summary's notes: where the files came from belongs there too.
-    summary["notes"] = [*summary["notes"], note]
+    summary["notes"] = [*summary["notes"], *pulled.notes, note]
     summary["hub"] = {
         "repo_id": pulled.repo_id,
         "revision_requested": pulled.revision_requested,

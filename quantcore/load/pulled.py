@@ -27,6 +27,7 @@ class PulledVariants:
         files: repo-relative names of the variant and sidecar files present.
         downloaded: the subset of ``files`` fetched by this call (empty: all cached).
         offline_reason: why no request reached the endpoint (``None``: it was asked).
+        notes: what the pull left on the Hub and why (other stems, oversized sidecars).
     """
 
     repo_id: str
@@ -38,6 +39,7 @@ class PulledVariants:
     files: tuple[str, ...]
     downloaded: tuple[str, ...]
     offline_reason: str | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def from_cache(self) -> bool:
