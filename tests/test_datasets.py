@@ -161,8 +161,10 @@ def test_load_samples_refuses_pickled_arrays_and_missing_keys(tmp_path: Path) ->
 
 
 def test_labelled_images_checks_its_arrays() -> None:
-    with pytest.raises(DatasetError):
-        LabelledImages(np.zeros((2, 3, 32, 32), np.float32), np.zeros(2, np.int64), ("a",))
+    with pytest.raises(DatasetError):  # neither images nor feature arrays
+        LabelledImages(np.zeros((2, 3, 32, 32), np.int16), np.zeros(2, np.int64), ("a",))
+    with pytest.raises(DatasetError):  # one pixel is not an image
+        LabelledImages(np.zeros(2, np.uint8), np.zeros(2, np.int64), ("a",))
     with pytest.raises(DatasetError):
         LabelledImages(np.zeros((2, 3, 32, 32), np.uint8), np.zeros(3, np.int64), ("a",))
     with pytest.raises(DatasetError):

@@ -135,12 +135,11 @@ def test_a_hub_summary_is_pulled_again_by_its_commit_from_the_cache(
 def test_the_per_layer_table_highlights_each_variants_worst_layer(variant_folder: Path) -> None:
     import quantcore
     from gradio_app.tabs.layer_error import WORST_CSS, highlight_worst
-    from quantcore.data.datasets import PREPROCESSING
     from quantcore.evaluate.inputs import InputSpec, generated_inputs
     from quantcore.inspect.drift import layer_drift
     from quantcore.report import tables
 
-    spec = InputSpec((3, 32, 32), PREPROCESSING, None)
+    spec = InputSpec((3, 32, 32))
     report = layer_drift(quantcore.load_model_variants(variant_folder), inputs=generated_inputs(spec, 8))
     styler = highlight_worst(pd.DataFrame(tables.drift_rows(report)), report)
     styler._compute()

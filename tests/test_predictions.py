@@ -21,7 +21,15 @@ from quantcore.data import datasets
 from quantcore.errors import InvalidImageError
 from quantcore.evaluate.flips import find_flips
 from quantcore.evaluate.images import image_to_pixels
-from quantcore.evaluate.inputs import InputSpec, SampleSet, fixed_batch_size, folder_samples, input_spec, to_model_input
+from quantcore.evaluate.inputs import (
+    InputSpec,
+    OutputKind,
+    SampleSet,
+    fixed_batch_size,
+    folder_samples,
+    input_spec,
+    to_model_input,
+)
 from quantcore.evaluate.predictions import predict_image, probabilities, variant_logits
 from quantcore.load import VariantKey, results_cache
 from quantcore.report import tables
@@ -262,8 +270,8 @@ def test_a_variant_failing_while_running_is_skipped(flip_folder: Path, monkeypat
     prediction = predict_image(variants, samples.images[0], spec)
 
     assert set(outputs.logits) == {VariantKey.ONNX_FLOAT, VariantKey.ONNX_INT8}
-    assert "onnx_uint8: failed while running (RuntimeError) — skipped" in outputs.notes
-    assert "onnx_uint8: failed while running (RuntimeError) — skipped" in prediction.notes
+    assert "onnx_uint8: failed while running — kernel fault — skipped" in outputs.notes
+    assert "onnx_uint8: failed while running — kernel fault — skipped" in prediction.notes
 
 
 def test_a_graph_with_a_fixed_batch_of_one_still_runs(models_root: Path) -> None:
@@ -276,7 +284,7 @@ def test_a_graph_with_a_fixed_batch_of_one_still_runs(models_root: Path) -> None
     samples, _ = folder_samples(variants, spec)
     outputs = variant_logits(variants, samples, spec)
 
-    assert fixed_batch_size(variants["onnx_float"]) == 1
+    assert fixed_batch_size(variants, VariantKey.ONNX_FLOAT) == 1
     assert list(np.argmax(outputs.logits[VariantKey.ONNX_FLOAT], axis=1)) == list(samples.labels)
 
 
@@ -286,9 +294,13 @@ def test_predictors_are_built_once_per_model(flip_folder: Path) -> None:
     assert predictor_for(variants["onnx_float"]) is not predictor_for(variants["onnx_int8"])
 
 
-def test_probabilities_are_a_softmax_unless_already_probabilities() -> None:
+def test_probabilities_follow_the_kind_of_output_never_a_second_softmax() -> None:
     assert probabilities(np.array([[0.0, np.log(3.0)]])) == pytest.approx(np.array([[0.25, 0.75]]))
-    assert probabilities(np.array([[0.2, 0.8]])) == pytest.approx(np.array([[0.2, 0.8]]))
+    # Logits that happen to look like probabilities are still logits.
+    assert probabilities(np.array([[0.2, 0.8]])) == pytest.approx(np.exp([[0.2, 0.8]]) / np.exp([[0.2, 0.8]]).sum())
+    # A quantized softmax need not sum to 1: shown as the model gave it.
+    np.testing.assert_allclose(probabilities(np.array([[0.0824, 0.9]]), OutputKind.PROBABILITIES), [[0.0824, 0.9]])
+    np.testing.assert_allclose(probabilities(np.log([[0.25, 0.75]]), OutputKind.LOG_PROBABILITIES), [[0.25, 0.75]])
 
 
 # ----------------------------------------------------------------------- inputs
@@ -334,8 +346,8 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-GREY_PADDED = InputSpec((3, 32, 32), FASHION_PREPROCESSING, None, grey=True, pad=2)
-RGB = InputSpec((3, 32, 32), datasets.PREPROCESSING, None)
+GREY_PADDED = InputSpec((3, 32, 32), grey=True, pad=2)
+RGB = InputSpec((3, 32, 32))
 
 
 def test_a_dark_on_light_photo_becomes_light_on_dark_inside_a_zero_border() -> None:

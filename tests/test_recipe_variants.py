@@ -9,7 +9,6 @@ import numpy as np
 
 import quantcore
 from quantcore.backends import backend_for
-from quantcore.data.datasets import PREPROCESSING
 from quantcore.evaluate.inputs import InputSpec, generated_inputs
 from quantcore.inspect.drift import layer_drift
 from quantcore.inspect.layer_table import build_layer_table
@@ -51,7 +50,7 @@ def test_a_recipe_variant_joins_the_summary_layers_and_per_layer_error(variant_f
     assert table.variants[-1] == key
     assert all(key in row.layers for row in table.rows)
 
-    spec = InputSpec((3, 32, 32), PREPROCESSING, None)
+    spec = InputSpec((3, 32, 32))
     report = layer_drift(with_recipe, table=table, inputs=generated_inputs(spec, 8), batch_size=8)
     by_variant = {d.variant: d for d in report.variants}
     # The same file as onnx_uint8, against the same reference: the same SQNR at every layer.

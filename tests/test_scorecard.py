@@ -268,7 +268,7 @@ def test_a_graph_with_a_fixed_batch_is_timed_at_that_batch_only(models_root: Pat
 
     assert set(speeds.images_per_second[FLOAT]) == {1}
     assert "onnx_float: its graph fixes batch 1; not timed at batch 64" in speeds.notes
-    assert speeds.source == "generated uniform [0, 1) inputs"
+    assert speeds.source == "generated uniform random pixels (64, seed 0)"
 
 
 def test_the_bundled_models_reproduce_their_cards_sample_figures() -> None:

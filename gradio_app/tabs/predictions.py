@@ -88,7 +88,7 @@ def _predict(source: Any, sample: Any, image: Any, k: Any, invert: Any) -> Predi
     index = whole_number(sample, 0, 0, len(samples) - 1, "sample")
     label = int(samples.labels[index]) if samples.labels is not None else None
     return predict_image(
-        variants, samples.images[index], inputs.spec, k=top, label=label,
+        variants, samples.picture(index), inputs.spec, k=top, label=label,
         label_names=samples.label_names, source=f"sample #{index}",
     )  # fmt: skip
 
@@ -171,7 +171,7 @@ def _gallery_page(source: Any) -> tuple[Any, ...]:
         return _no_gallery(note([*inputs.notes, "Upload an image to see every variant's prediction."], "No samples"))
     names = samples.label_names
     thumbs = [
-        (pixels_to_picture(samples.images[i], scale=2),
+        (pixels_to_picture(samples.picture(i), scale=2),
          f"#{i} {names[int(samples.labels[i])]}" if samples.labels is not None else f"#{i}")
         for i in range(min(GALLERY_SIZE, len(samples)))
     ]  # fmt: skip

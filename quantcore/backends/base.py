@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from quantcore.backends.layer import Layer
+from quantcore.backends.layer import Layer, QuantParams
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,14 @@ class Backend(Protocol):
         """JSON-ready facts for the summary: parameters, precision, scheme, inputs..."""
         ...
 
+    def output_kind(self, model: Any) -> str | None:
+        """``"probabilities"`` / ``"log_probabilities"`` when the model ends in a (log-)softmax, else None."""
+        ...
+
+    def input_quantization(self, model: Any) -> QuantParams | None:
+        """How the model quantizes its input, when its first step does (read from the graph, not run)."""
+        ...
+
 
 def to_numpy(value: Any) -> np.ndarray:
     """A captured value as a numpy array (torch tensors dequantized and detached)."""
@@ -107,6 +115,17 @@ def to_numpy(value: Any) -> np.ndarray:
         tensor = value.dequantize() if value.is_quantized else value
         return tensor.detach().cpu().numpy()
     return np.asarray(value)
+
+
+# Ops that leave a tensor's values as they are (or only reshape them): looked through to find a softmax.
+PASS_THROUGH = frozenset({
+    "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "QuantizeLinear", "DequantizeLinear",
+    "aten::dequantize", "aten::reshape", "aten::view", "aten::flatten", "aten::squeeze", "aten::contiguous",
+})  # fmt: skip
+SOFTMAX_KINDS = {"Softmax": "probabilities", "LogSoftmax": "log_probabilities", "QLinearSoftmax": "probabilities",
+                 "aten::softmax": "probabilities", "aten::log_softmax": "log_probabilities",
+                 "quantized::softmax": "probabilities", "softmax": "probabilities", "log_softmax": "log_probabilities",
+                 "Softmax2d": "probabilities", "LogSoftmax_module": "log_probabilities"}  # fmt: skip
 
 
 def missing_tap(taps: Sequence[str], known: set[str] | dict[str, Any]) -> str | None:

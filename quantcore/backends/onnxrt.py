@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from quantcore.backends.base import Capture, Predictor, Tapper, TensorSpec, missing_tap
-from quantcore.backends.layer import Layer
+from quantcore.backends.base import PASS_THROUGH, SOFTMAX_KINDS, Capture, Predictor, Tapper, TensorSpec, missing_tap
+from quantcore.backends.layer import Layer, QuantParams
 from quantcore.backends.onnx_graph import OnnxGraph
 from quantcore.backends.ort import make_session
 from quantcore.errors import InvalidModelError
@@ -181,3 +181,26 @@ class OnnxBackend:
             return Capture(np.asarray(results[names[0]], dtype=np.float32), {t: results[t] for t in taps})
 
         return run
+
+    def output_kind(self, model: onnx.ModelProto) -> str | None:
+        producer = {out: node for node in model.graph.node for out in node.output}
+        node = producer.get(model.graph.output[0].name) if model.graph.output else None
+        while node is not None and node.op_type in PASS_THROUGH:
+            node = producer.get(node.input[0])
+        return SOFTMAX_KINDS.get(node.op_type) if node is not None else None
+
+    def input_quantization(self, model: onnx.ModelProto) -> QuantParams | None:
+        inputs = self.inputs(model)
+        if not inputs:
+            return None
+        graph = OnnxGraph(model)
+        tensor = inputs[0].name
+        for _ in range(4):  # through a Transpose or Identity the input may pass first
+            users = graph.consumers.get(tensor, [])
+            quantize = next((n for n in users if n.op_type == "QuantizeLinear"), None)
+            if quantize is not None:
+                return graph.dq_params(quantize)
+            if len(users) != 1 or users[0].op_type not in ("Transpose", "Identity", "Cast"):
+                return None
+            tensor = users[0].output[0]
+        return None

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from quantcore.backends.base import Capture, Predictor, Tapper, TensorSpec, to_numpy
-from quantcore.backends.layer import Layer, LayerKind, fold_bn
+from quantcore.backends.base import SOFTMAX_KINDS, Capture, Predictor, Tapper, TensorSpec, to_numpy
+from quantcore.backends.layer import Layer, LayerKind, QuantParams, fold_bn, make_qparams
 from quantcore.backends.torch_common import (
     describe_torch,
     module_predictor,
@@ -185,3 +185,65 @@ class EagerBackend:
 
     def tapper(self, model: torch.nn.Module, taps: Sequence[str], *, threads: int) -> Tapper:
         return module_tapper(model, taps)
+
+    def output_kind(self, model: torch.nn.Module) -> str | None:
+        graph = _graph_or_none(model)
+        if graph is None:
+            return None
+        modules = dict(model.named_modules())
+        node = next(n for n in reversed(graph.nodes) if n.op == "output").args[0]
+        while node is not None and hasattr(node, "op"):
+            if isinstance(node, tuple | list):
+                return None
+            name = _node_kind(node, modules)
+            if name in SOFTMAX_KINDS:
+                return SOFTMAX_KINDS[name]
+            if name not in ("dequantize", "reshape", "view", "flatten", "squeeze", "contiguous", "Identity",
+                            "Flatten"):  # fmt: skip
+                return None
+            node = node.all_input_nodes[0] if node.all_input_nodes else None
+        return None
+
+    def input_quantization(self, model: torch.nn.Module) -> QuantParams | None:
+        graph = _graph_or_none(model)
+        if graph is None:
+            return None
+        placeholder = next((n for n in graph.nodes if n.op == "placeholder"), None)
+        users = list(placeholder.users) if placeholder is not None else []
+        quantize = next((u for u in users if _node_kind(u, {}) == "quantize_per_tensor"), None)
+        if quantize is None:
+            return None
+        values = []
+        for arg in quantize.args[1:3]:
+            values.append(_fetch_attr(model, arg.target) if getattr(arg, "op", None) == "get_attr" else arg)
+        dtype = {"torch.quint8": "uint8", "torch.qint8": "int8"}.get(str(quantize.args[3]), "uint8")
+        return make_qparams(float(values[0]), int(values[1]), dtype)
+
+
+def _graph_or_none(model: torch.nn.Module) -> Any:
+    import torch.fx
+
+    if isinstance(model, torch.fx.GraphModule):
+        return model.graph
+    try:
+        return torch.fx.symbolic_trace(model).graph
+    except Exception:  # data-dependent control flow does not trace: nothing to read
+        return None
+
+
+def _node_kind(node: Any, modules: dict[str, Any]) -> str:
+    """A name for what an FX node does: the module class, or the function or method name."""
+    if node.op == "call_module":
+        module = modules.get(node.target)
+        name = type(module).__name__ if module is not None else ""
+        return "LogSoftmax_module" if name == "LogSoftmax" else name
+    if node.op in ("call_function", "call_method"):
+        return getattr(node.target, "__name__", str(node.target))
+    return node.op
+
+
+def _fetch_attr(model: Any, target: str) -> Any:
+    value = model
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value.item() if hasattr(value, "item") else value

@@ -13,8 +13,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from quantcore.backends.base import Capture, Predictor, Tapper, TensorSpec, missing_tap, to_numpy
-from quantcore.backends.layer import Layer, LayerKind, fold_bn, make_qparams
+from quantcore.backends.base import (
+    PASS_THROUGH,
+    SOFTMAX_KINDS,
+    Capture,
+    Predictor,
+    Tapper,
+    TensorSpec,
+    missing_tap,
+    to_numpy,
+)
+from quantcore.backends.layer import Layer, LayerKind, QuantParams, fold_bn, make_qparams
 from quantcore.backends.torch_common import (
     describe_torch,
     module_predictor,
@@ -189,3 +198,25 @@ class ScriptBackend:
 
     def tapper(self, model: torch.jit.ScriptModule, taps: Sequence[str], *, threads: int) -> Tapper:
         return script_tapper(model, taps)
+
+    def output_kind(self, model: torch.jit.ScriptModule) -> str | None:
+        graph = inlined_graph(model)
+        value = graph.return_node().inputsAt(0)
+        node = value.node()
+        while node.kind() in PASS_THROUGH:
+            node = node.inputsAt(0).node()
+        return SOFTMAX_KINDS.get(node.kind())
+
+    def input_quantization(self, model: torch.jit.ScriptModule) -> QuantParams | None:
+        graph = inlined_graph(model)
+        inputs = list(graph.inputs())
+        if len(inputs) < 2:
+            return None
+        for use in inputs[1].uses():
+            node = use.user
+            if node.kind() == "aten::quantize_per_tensor":
+                scale, zero = (_script_value(model, node.inputsAt(i)) for i in (1, 2))
+                dtype = node.inputsAt(3).toIValue()
+                name = {13: "uint8", 12: "int8"}.get(dtype, "uint8") if isinstance(dtype, int) else "uint8"
+                return make_qparams(float(scale), int(zero), name)
+        return None

@@ -63,15 +63,21 @@ PREPROCESSING: dict[str, Any] = {
 
 @dataclass(frozen=True)
 class LabelledImages:
-    """Images as uint8 (N, 3, 32, 32), labels as int64 (N,), and the class names."""
+    """Images as uint8 (N, H, W), (N, H, W, C) or (N, C, H, W) — or float arrays (N, ...) for a model taking
+    no images — labels as int64 (N,), and the class names."""
 
     images: np.ndarray
     labels: np.ndarray
     label_names: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        if self.images.dtype != np.uint8 or self.images.shape[1:] != IMAGE_SHAPE:
-            raise DatasetError(f"images must be uint8 (N, 3, 32, 32), got {self.images.dtype} {self.images.shape}")
+        kind = self.images.dtype
+        if not (kind == np.uint8 and self.images.ndim in (3, 4)) and not (
+            kind in (np.float32, np.float64) and self.images.ndim >= 2
+        ):
+            raise DatasetError(
+                f"samples must be uint8 images (N, H, W[, C]) or float arrays (N, ...), got {kind} {self.images.shape}"
+            )
         if self.labels.shape != (len(self.images),):
             raise DatasetError(f"{len(self.labels)} labels for {len(self.images)} images")
         if len(self.labels) and not 0 <= int(self.labels.min()) <= int(self.labels.max()) < len(self.label_names):
@@ -118,8 +124,9 @@ def read_idx_gz(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header_end).reshape(shape)
 
 
-def load_fashion_mnist(split: Split, root: Path = FASHION_MNIST_DIR) -> LabelledImages:
-    """One split of Fashion-MNIST from gzipped IDX files, padded to 32x32 and made 3-channel.
+def load_fashion_mnist(split: Split, root: Path = FASHION_MNIST_DIR, *, as_stored: bool = False) -> LabelledImages:
+    """One split of Fashion-MNIST from gzipped IDX files, padded to 32x32 and made 3-channel
+    (``as_stored``: the 28x28 grey images as they are, for fitting to any model).
 
     Raises:
         DatasetError: a file is missing or malformed, or images and labels disagree.
@@ -131,7 +138,8 @@ def load_fashion_mnist(split: Split, root: Path = FASHION_MNIST_DIR) -> Labelled
         raise DatasetError(
             f"{root}: expected (N, 28, 28) images and (N,) labels, got {images.shape} and {labels.shape}"
         )
-    return LabelledImages(grey_to_rgb32(images), labels.astype(np.int64), FASHION_MNIST_LABELS)
+    shaped = images[:, None] if as_stored else grey_to_rgb32(images)
+    return LabelledImages(shaped, labels.astype(np.int64), FASHION_MNIST_LABELS)
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):

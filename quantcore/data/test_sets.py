@@ -108,7 +108,7 @@ def read_test_set(folder: str | os.PathLike[str]) -> tuple[datasets.LabelledImag
 
     def load() -> datasets.LabelledImages:
         if kind is TestSetKind.FASHION_MNIST:
-            return datasets.load_fashion_mnist("test", resolved)
+            return datasets.load_fashion_mnist("test", resolved, as_stored=True)
         return datasets.load_cifar10(resolved, "test")
 
     data, _ = _TEST_SETS.get(str(resolved), (kind, stats, cifar_batches), load)

@@ -3,17 +3,22 @@
 from quantcore.evaluate.flips import Flip, FlipReport, find_flips
 from quantcore.evaluate.images import image_to_pixels, pixels_to_picture
 from quantcore.evaluate.inputs import (
+    FolderInputs,
     InputBatches,
     InputSpec,
+    Layout,
+    OutputKind,
     SampleSet,
+    fit_pixels,
     fixed_batch_size,
+    folder_inputs,
     folder_samples,
     generated_inputs,
-    input_shape,
     input_spec,
     load_test_set,
     sample_inputs,
     to_model_input,
+    variant_spec,
 )
 from quantcore.evaluate.metrics import accuracy, agreement, per_class_accuracy, predict_logits
 from quantcore.evaluate.predictions import (
@@ -50,8 +55,11 @@ __all__ = [
     "AccuracyResult",
     "Flip",
     "FlipReport",
+    "FolderInputs",
     "InputBatches",
     "InputSpec",
+    "Layout",
+    "OutputKind",
     "Prediction",
     "SampleSet",
     "Scorecard",
@@ -66,11 +74,12 @@ __all__ = [
     "cached_speeds",
     "compare_throughput",
     "find_flips",
+    "fit_pixels",
     "fixed_batch_size",
+    "folder_inputs",
     "folder_samples",
     "generated_inputs",
     "image_to_pixels",
-    "input_shape",
     "input_spec",
     "load_test_set",
     "measure_speeds",
@@ -86,4 +95,5 @@ __all__ = [
     "speed_advice",
     "to_model_input",
     "variant_logits",
+    "variant_spec",
 ]

@@ -1,176 +1,246 @@
-"""What a folder's models take as input, and how to make it from samples or an uploaded image.
+"""The one input path: samples, test sets, uploads and generated images all become model input here.
 
-The input is described once per folder (``InputSpec``): its shape, the
-preprocessing the files record (ONNX ``metadata_props``, else the folder's
-``model_card.json``, else ``datasets.PREPROCESSING``), how the stored pixels
-were made (e.g. Fashion-MNIST's 28x28 grey, zero-padded to 32x32 and repeated
-to 3 channels) and the class names. Samples and uploads both become uint8
-pixels in that shape first, so the page can show exactly what the model sees,
-and then float input through one function.
+Stored images are uint8 of any size and channel count, as (N, H, W),
+(N, H, W, C) or (N, C, H, W). ``fit_pixels`` turns them into the model's
+pixels, (N, C, H, W) in its input's size and channels — zero-padded when a
+thin border makes up the difference (Fashion-MNIST's 28x28 in 32x32), else
+resized; grey repeated to colour, colour made grey — and says exactly what it
+did. ``to_model_input`` then makes the variant's input: pixels mapped to its
+range, normalised by its mean/std, in its layout and dtype (``InputSpec``,
+read when the folder loaded: ``quantcore.load.input_spec``). Models that take
+no images (features ``[N, F]``, signals ``[N, C, L]``) take float arrays
+from ``samples.npz`` as they are.
+
+Sample sets convert a batch at a time (``SampleSet.pixels``), so a 224x224
+model over a 10,000-image test set never holds them all converted at once.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from quantcore import settings
-from quantcore.backends import Layer, backend_for
 from quantcore.data import datasets
 from quantcore.data.test_sets import read_test_set
 from quantcore.errors import DatasetError
-from quantcore.load import CARD_NAME, SAMPLES_NAME, ModelVariants, Status, VariantKey
+from quantcore.load import SAMPLES_NAME, Key, ModelVariants
+from quantcore.load.input_spec import InputSpec, Layout, OutputKind
 from quantcore.load.results_cache import cached
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SHAPE = datasets.IMAGE_SHAPE
-# "28x28 grey zero-padded by 2 px on every side to 32x32 ..." (what scripts/build_resnet8.py records).
-_PADDED_GREY = re.compile(r"(\d+)\s*x\s*(\d+)\s+gr[ae]y\b.*?padded by\s+(\d+)\s*px", re.IGNORECASE)
-_GREY = re.compile(r"\bgr[ae]y(scale)?\b", re.IGNORECASE)
+DEFAULT_SPEC = InputSpec((3, 32, 32), notes=("no loaded variant says what it takes: assumed 3x32x32 images",))
+# A border of at most this fraction of a side is padded with zeros; a bigger difference is resized.
+PAD_FRACTION = 1 / 8
 
-
-@dataclass(frozen=True)
-class InputSpec:
-    """One model input (without the batch axis) and how pixels become it.
-
-    ``grey``: the stored images are grey (repeated to every channel).
-    ``pad``: pixels of zero border around a ``shape - 2·pad`` image (a dark
-    background: uploads with a light one are inverted when asked to, or on "auto").
-    """
-
-    shape: tuple[int, int, int]
-    preprocessing: dict[str, Any]
-    class_names: tuple[str, ...] | None
-    grey: bool = False
-    pad: int = 0
-    notes: tuple[str, ...] = ()
-
-    @property
-    def inner_size(self) -> tuple[int, int]:
-        """(height, width) of the image inside its zero border."""
-        return self.shape[1] - 2 * self.pad, self.shape[2] - 2 * self.pad
-
-    def names(self, count: int) -> tuple[str, ...]:
-        """``count`` class names: the recorded ones when they fit, else ``class 0``, ``class 1``..."""
-        if self.class_names is not None and len(self.class_names) == count:
-            return self.class_names
-        return tuple(f"class {i}" for i in range(count))
-
-
-def _json_value(text: Any) -> Any:
-    if not isinstance(text, str):
-        return text
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return None
-
-
-def _recorded(variants: ModelVariants) -> tuple[dict[str, Any], list[str] | None, str]:
-    """Preprocessing and labels from the first ONNX variant that records them, else the model card."""
-    for key in (VariantKey.ONNX_FLOAT, VariantKey.ONNX_INT8, VariantKey.ONNX_UINT8):
-        record = variants.records[key]
-        metadata = record.details.get("metadata", {}) if record.status is Status.LOADED else {}
-        preprocessing = _json_value(metadata.get("preprocessing"))
-        labels = _json_value(metadata.get("labels"))
-        if isinstance(preprocessing, dict):
-            return preprocessing, labels if isinstance(labels, list) else None, f"{key} metadata"
-    card = variants.card  # read (confined to the folder) when it loaded
-    if isinstance(card.get("preprocessing"), dict):
-        labels = card.get("labels")
-        return card["preprocessing"], labels if isinstance(labels, list) else None, CARD_NAME
-    return dict(datasets.PREPROCESSING), None, "default"
-
-
-def _shape(variants: ModelVariants) -> tuple[int, int, int] | None:
-    try:
-        shape = input_shape(variants)
-    except Exception:  # a graph we cannot read leaves the shape to the other sources
-        logger.exception("reading the input shape of %s failed", variants.folder)
-        return None
-    return tuple(shape[1:]) if shape is not None and len(shape) == 4 else None  # type: ignore[return-value]
+__all__ = [
+    "FolderInputs",
+    "InputBatches",
+    "InputSpec",
+    "Layout",
+    "OutputKind",
+    "SampleSet",
+    "fit_pixels",
+    "fixed_batch_size",
+    "folder_inputs",
+    "folder_samples",
+    "generated_inputs",
+    "input_spec",
+    "load_test_set",
+    "sample_inputs",
+    "to_model_input",
+    "variant_spec",
+]
 
 
 def input_spec(variants: ModelVariants) -> InputSpec:
-    """The input a folder's models take, read from its files.
+    """The folder's input: its float reference's spec (what samples are fitted to and shown as)."""
+    return variants.input_spec or DEFAULT_SPEC
 
-    Args:
-        variants: a loaded folder.
 
-    Returns:
-        An ``InputSpec``; what could not be read is defaulted and said in its notes.
+def variant_spec(variants: ModelVariants, key: Key) -> InputSpec:
+    """What one variant takes: its own spec (a PyTorch int8 model may take 0–255 where the others take [0, 1])."""
+    return variants.spec(key) or input_spec(variants)
+
+
+def fixed_batch_size(variants: ModelVariants, key: Key) -> int | None:
+    """The batch size a variant's input fixes, if it fixes one (graphs exported for devices often say 1)."""
+    return variant_spec(variants, key).batch
+
+
+# ----------------------------------------------------------------- pixels
+
+
+def _as_nchw(images: np.ndarray) -> np.ndarray:
+    """Stored uint8 images as (N, C, H, W), from (N, H, W), (N, H, W, C) or (N, C, H, W)."""
+    if images.ndim == 3:
+        return images[:, None]
+    if images.ndim == 4 and images.shape[1] in (1, 3, 4):
+        return images
+    if images.ndim == 4 and images.shape[3] in (1, 3, 4):
+        return images.transpose(0, 3, 1, 2)
+    raise DatasetError(f"cannot read images of shape {list(images.shape[1:])}: expected (H, W), (H, W, C) or (C, H, W)")
+
+
+def _channels(images: np.ndarray, channels: int, notes: list[str]) -> np.ndarray:
+    have = images.shape[1]
+    if have == channels:
+        return images
+    if have == 4 and channels == 3:
+        notes.append("alpha dropped")
+        return images[:, :3]
+    if have == 1:
+        notes.append(f"grey repeated to {channels} channels")
+        return np.repeat(images, channels, axis=1)
+    if channels == 1 and have in (3, 4):
+        notes.append("made grey (ITU-R 601 luma)")
+        rgb = images[:, :3].astype(np.float32)
+        return np.rint(rgb[:, 0] * 0.299 + rgb[:, 1] * 0.587 + rgb[:, 2] * 0.114)[:, None].astype(np.uint8)
+    raise DatasetError(f"cannot make {channels}-channel input from {have}-channel images")
+
+
+def _size(images: np.ndarray, spec: InputSpec, notes: list[str]) -> np.ndarray:
+    from PIL import Image
+
+    _, height, width = spec.pixel_shape
+    have_h, have_w = images.shape[2:]
+    if (have_h, have_w) == (height, width):
+        return images
+    dh, dw = height - have_h, width - have_w
+    thin = 0 <= dh <= height * PAD_FRACTION and 0 <= dw <= width * PAD_FRACTION and dh % 2 == 0 and dw % 2 == 0
+    if thin or (spec.pad and (have_h, have_w) == spec.inner_size):
+        notes.append(f"{have_h}x{have_w} zero-padded by {dh // 2} px to {height}x{width}")
+        return np.pad(images, ((0, 0), (0, 0), (dh // 2, dh // 2), (dw // 2, dw // 2)))
+    notes.append(f"{have_h}x{have_w} resized to {height}x{width} (bilinear)")
+    out = np.empty((len(images), images.shape[1], height, width), dtype=np.uint8)
+    for i, image in enumerate(images):
+        for c, plane in enumerate(image):
+            out[i, c] = np.asarray(Image.fromarray(plane).resize((width, height), Image.Resampling.BILINEAR))
+    return out
+
+
+def fit_pixels(images: np.ndarray, spec: InputSpec) -> tuple[np.ndarray, list[str]]:
+    """Stored uint8 images as the model's pixels (N, C, H, W), and what was done to them.
+
+    Raises:
+        DatasetError: the model takes no images, or these cannot be made into its channels.
     """
+    if not spec.is_image:
+        raise DatasetError(f"the model takes {spec.layout} input {list(spec.shape)}, not images")
+    if images.dtype != np.uint8:
+        raise DatasetError(f"images must be uint8 pixels, not {images.dtype}")
     notes: list[str] = []
-    preprocessing, labels, origin = _recorded(variants)
-    shape = _shape(variants)
-    if shape is None:
-        recorded = preprocessing.get("shape")
-        if isinstance(recorded, list) and len(recorded) == 3 and all(isinstance(d, int) and d > 0 for d in recorded):
-            shape = (recorded[0], recorded[1], recorded[2])
-        else:
-            shape = DEFAULT_SHAPE
-            notes.append(f"input shape unknown: assumed {shape}")
-    if origin == "default":
-        notes.append("no preprocessing recorded (ONNX metadata or model card): assumed pixels / 255")
-    pixels = str(preprocessing.get("pixels") or "")
-    grey, pad = shape[0] == 1, 0
-    padded = _PADDED_GREY.search(pixels)
-    if padded is not None:
-        inner, pad = int(padded.group(1)), int(padded.group(3))
-        grey = True
-        if inner + 2 * pad != shape[1]:
-            pad = 0
-            notes.append(f"recorded pixels ({pixels!r}) do not fit a {shape} input: padding ignored")
-    elif _GREY.search(pixels):
-        grey = True
-    names = tuple(str(n) for n in labels) if labels else None
-    return InputSpec(shape, preprocessing, names, grey, pad, tuple(notes))
+    pixels = _size(_channels(_as_nchw(images), spec.channels, notes), spec, notes)
+    return np.ascontiguousarray(pixels), notes
 
 
-def to_model_input(images: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """Float32 model input for uint8 pixels (N, C, H, W), as the recorded preprocessing says.
+def to_model_input(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """One variant's input for model pixels (N, C, H, W) — or, for a model taking no images, its float arrays.
 
-    ``pixels / 255`` (``datasets.preprocess``), then ``(x - mean) / std`` per
-    channel when the preprocessing records a mean and std.
+    Pixels map linearly from 0..255 to the spec's range (``pixels / 255`` for
+    [0, 1]), then ``(x - mean) / std`` per channel, then into the model's
+    layout and dtype.
+
+    Raises:
+        ValueError: the pixels are not of the spec's shape.
     """
-    x = datasets.preprocess(images)
-    mean, std = spec.preprocessing.get("mean"), spec.preprocessing.get("std")
-    if mean is not None and std is not None:
-        channels = (1, -1, 1, 1)
-        x = (x - np.asarray(mean, np.float32).reshape(channels)) / np.asarray(std, np.float32).reshape(channels)
-    return np.ascontiguousarray(x, dtype=np.float32)
+    expected = spec.pixel_shape
+    if tuple(pixels.shape[1:]) != expected:
+        raise ValueError(f"input must be (N, {', '.join(map(str, expected))}), got {tuple(pixels.shape)}")
+    if not spec.is_image:
+        return np.ascontiguousarray(pixels, dtype=spec.dtype)
+    if np.issubdtype(np.dtype(spec.dtype), np.integer):
+        x = pixels  # a model taking uint8 pixels gets them as they are
+    else:
+        x = np.asarray(pixels, dtype=np.float32) / np.float32(255.0)
+        low, high = spec.range
+        if (low, high) != (0.0, 1.0):
+            x = x * np.float32(high - low) + np.float32(low)
+        if spec.mean is not None and spec.std is not None:
+            channels = (1, -1, 1, 1)
+            x = (x - np.asarray(spec.mean, np.float32).reshape(channels)) / np.asarray(spec.std, np.float32).reshape(
+                channels
+            )
+    if spec.layout is Layout.NHWC:
+        x = x.transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(x, dtype=spec.dtype)
 
 
-# --------------------------------------------------------------------- samples
+# ----------------------------------------------------------------- samples
 
 
 @dataclass(frozen=True)
 class SampleSet:
-    """Labelled uint8 images in the model's input shape, and what identifies them for caching."""
+    """Labelled images (or, for a model taking no images, float arrays), converted to the model a batch at a time.
 
-    images: np.ndarray
+    ``stored`` is what the file holds; ``pixels(start, stop)`` is that range as
+    the model's pixels. ``key`` names exactly these samples as fitted to this
+    spec, for caching.
+    """
+
+    stored: np.ndarray = field(repr=False)
     labels: np.ndarray | None
     label_names: tuple[str, ...]
     description: str
     key: Hashable = field(compare=False)
+    spec: InputSpec = field(compare=False, repr=False, default=DEFAULT_SPEC)
+    notes: tuple[str, ...] = ()
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.stored)
+
+    def pixels(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Samples ``start`` to ``stop`` as the model's pixels (or arrays)."""
+        chunk = self.stored[start:stop]
+        return fit_pixels(chunk, self.spec)[0] if self.spec.is_image else chunk
+
+    @property
+    def images(self) -> np.ndarray:
+        """Every sample as the model's pixels, at once: for small sets (use ``pixels`` for large ones)."""
+        return self.pixels()
+
+    def picture(self, index: int) -> np.ndarray:
+        """One sample's pixels (C, H, W), for display and single-image prediction."""
+        return self.pixels(index, index + 1)[0]
+
+
+def _conversion_notes(stored: np.ndarray, spec: InputSpec) -> tuple[str, ...]:
+    if not spec.is_image:
+        return ()
+    return tuple(fit_pixels(stored[:1], spec)[1]) if len(stored) else ()
+
+
+def make_samples(
+    data: datasets.LabelledImages, spec: InputSpec, description: str, key: Hashable
+) -> tuple[SampleSet | None, list[str]]:
+    """Labelled data as samples for a model, or None and why they cannot feed it (checked before any run)."""
+    arrays = data.images
+    if spec.is_image:
+        if arrays.dtype != np.uint8:
+            return None, [f"{description} holds {arrays.dtype} arrays, not images; the model takes images"]
+        try:
+            notes = _conversion_notes(arrays, spec)
+        except DatasetError as exc:
+            return None, [f"{description}: {exc}"]
+    else:
+        if tuple(arrays.shape[1:]) != spec.shape:
+            what = "images" if arrays.dtype == np.uint8 else f"arrays of shape {list(arrays.shape[1:])}"
+            return None, [f"{description} holds {what}; the model takes {spec.layout} input {list(spec.shape)}"]
+        notes = ()
+    fitted = (*key, spec.pixel_shape, spec.pad) if isinstance(key, tuple) else (key, spec.pixel_shape, spec.pad)
+    return SampleSet(arrays, data.labels, data.label_names, description, fitted, spec, notes), []
 
 
 def folder_samples(variants: ModelVariants, spec: InputSpec) -> tuple[SampleSet | None, list[str]]:
-    """The folder's ``samples.npz``, if it holds images of the model's input shape.
+    """The folder's ``samples.npz``, fitted to the model's input (images of any size, or float arrays).
 
     Returns:
-        The samples (None when there are none that fit) and notes saying why not.
+        The samples (None when there are none that can feed the model) and notes saying what was done, or why not.
     """
     path = variants.sidecar(SAMPLES_NAME)
     if path is None:
@@ -180,126 +250,35 @@ def folder_samples(variants: ModelVariants, spec: InputSpec) -> tuple[SampleSet 
         data = datasets.load_samples(path)
     except (DatasetError, OSError) as exc:
         return None, [f"{SAMPLES_NAME} unreadable: {exc}"]
-    if data.images.shape[1:] != spec.shape:
-        return None, [f"{SAMPLES_NAME} holds {data.images.shape[1:]} images; the model takes {spec.shape}"]
-    description = f"{SAMPLES_NAME} ({len(data)} images)"
-    key = ("samples", str(path), stat.st_size, stat.st_mtime_ns)
-    return SampleSet(data.images, data.labels, data.label_names, description, key), []
-
-
-# ResNet8 / MLPerf Tiny images: the probe size when no variant declares its input.
-DEFAULT_IMAGE_SIZE = 32
-
-
-def fixed_batch_size(model: Any) -> int | None:
-    """The batch size a model's declared input fixes, if it fixes one (graphs exported for devices often say 1)."""
-    declared = backend_for(model).inputs(model)
-    return declared[0].fixed_batch if declared else None
-
-
-def input_shape(
-    variants: ModelVariants, layers: Mapping[VariantKey, list[Layer]] | None = None
-) -> tuple[int, ...] | None:
-    """The shape of one input (batch 1): from a variant's declared input, else from the first layer.
-
-    A first conv with C input channels gives (1, C, 32, 32): the ResNet8 / MLPerf Tiny image size.
-    """
-    for key in VariantKey:
-        model = variants[key]
-        if model is None:
-            continue
-        declared = backend_for(model).inputs(model)
-        # The batch axis may be symbolic; any other unknown axis leaves the shape to the layers.
-        if declared and len(declared[0].dims) > 1:
-            shape = declared[0].sample_shape
-            if shape is not None:
-                return (1, *shape)
-            break
-    for found in (layers or {}).values():
-        if found:
-            first = min(found, key=lambda layer: (layer.depth, layer.order))
-            if first.kind == "conv":
-                return (1, first.weight_shape[1]) + (DEFAULT_IMAGE_SIZE,) * (len(first.weight_shape) - 2)
-            return (1, first.weight_shape[1])
-    return None
+    samples, notes = make_samples(data, spec, SAMPLES_NAME, ("samples", str(path), stat.st_size, stat.st_mtime_ns))
+    if samples is None:
+        return None, notes
+    description = f"{SAMPLES_NAME} ({len(samples)} {_noun(spec)})"
+    return SampleSet(samples.stored, samples.labels, samples.label_names, description, samples.key, spec,
+                     samples.notes), [f"{SAMPLES_NAME}: {n}" for n in samples.notes]  # fmt: skip
 
 
 def load_test_set(folder: str | os.PathLike[str], spec: InputSpec) -> SampleSet:
-    """The test split of a Fashion-MNIST or CIFAR-10 folder, as samples for this model.
+    """The test split of a Fashion-MNIST or CIFAR-10 folder, fitted to this model's input.
 
     Args:
         folder: the test-set folder (absolute, or relative to the models root).
-        spec: the model's input (the images must have its shape).
+        spec: the model's input.
 
     Returns:
         The labelled images, keyed by the folder and its files' sizes and times.
 
     Raises:
         PathNotAllowedError, ModelNotFoundError: as ``test_sets.resolve_test_set``.
-        DatasetError: unreadable files, or images that are not the model's input shape.
+        DatasetError: unreadable files, or a model that takes no images (refused before reading them).
     """
+    if not spec.is_image:
+        raise DatasetError(f"the model takes {spec.layout} input {list(spec.shape)}: an image test set cannot feed it")
     data, description, key = read_test_set(folder)
-    if data.images.shape[1:] != spec.shape:
-        raise DatasetError(f"the test set holds {data.images.shape[1:]} images; the model takes {spec.shape}")
-    return SampleSet(data.images, data.labels, data.label_names, description, key)
-
-
-@dataclass(frozen=True)
-class InputBatches:
-    """Model input made a batch at a time from stored pixels, or from generated ones: every view's one path.
-
-    ``pixels`` are uint8 in the model's input shape; without them, uniformly
-    random pixels (seeded) are made. Either way they become model input
-    through ``to_model_input``, as samples, uploads and test sets do.
-    """
-
-    description: str
-    count: int
-    spec: InputSpec
-    labels: np.ndarray | None = field(default=None, repr=False)
-    pixels: np.ndarray | None = field(default=None, repr=False)
-    seed: int = 0
-
-    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """(float32 model inputs, labels or None), ``batch_size`` at a time."""
-        rng = np.random.default_rng(self.seed)
-        for start in range(0, self.count, batch_size):
-            stop = min(start + batch_size, self.count)
-            labels = self.labels[start:stop] if self.labels is not None else None
-            if self.pixels is not None:
-                pixels = self.pixels[start:stop]
-            else:
-                pixels = rng.integers(0, 256, (stop - start, *self.spec.shape), dtype=np.uint8)
-            yield to_model_input(pixels, self.spec), labels
-
-
-def generated_inputs(spec: InputSpec, count: int, *, seed: int = 0) -> InputBatches:
-    """``count`` uniformly random images (seeded) in the model's input shape."""
-    return InputBatches(f"generated uniform random pixels ({count}, seed {seed})", count, spec, seed=seed)
-
-
-def sample_inputs(
-    variants: ModelVariants, spec: InputSpec, *, images: int, seed: int = 0
-) -> tuple[InputBatches, list[str]]:
-    """The first ``images`` of the folder's ``samples.npz``, or generated images when it has none that fit.
-
-    Returns:
-        The inputs and notes on what was used instead of what, and why.
-
-    Raises:
-        ValueError: ``images`` is not between 1 and the configured ``max_run_images``.
-    """
-    limit = settings.current().max_run_images
-    if not 1 <= images <= limit:
-        raise ValueError(f"images must be between 1 and {limit}, got {images}")
-    samples, notes = folder_samples(variants, spec)
+    samples, notes = make_samples(data, spec, description, key)
     if samples is None:
-        return generated_inputs(spec, images, seed=seed), [*notes, "generated random pixels used instead"]
-    count = min(images, len(samples))
-    if count < images:
-        notes.append(f"{SAMPLES_NAME} holds {len(samples)} images; all of them used")
-    description = f"{SAMPLES_NAME} ({count} images)"
-    return InputBatches(description, count, spec, samples.labels[:count], samples.images[:count]), notes
+        raise DatasetError("; ".join(notes))
+    return samples
 
 
 @dataclass(frozen=True)
@@ -317,6 +296,82 @@ def folder_inputs(variants: ModelVariants) -> FolderInputs:
     def describe() -> FolderInputs:
         spec = input_spec(variants)
         samples, notes = folder_samples(variants, spec)
-        return FolderInputs(spec, samples, (*spec.notes, *notes))
+        return FolderInputs(spec, samples, (*spec.notes, *variants.loaded.input_notes, *notes))
 
     return cached(variants, "model_input", (), describe)[0]
+
+
+# ------------------------------------------------------------------ batches
+
+
+@dataclass(frozen=True)
+class InputBatches:
+    """Model pixels made a batch at a time from samples, or generated: what every run over many images takes.
+
+    Without samples, uniformly random pixels (seeded) are made in the spec's
+    shape (for a model taking no images: standard normal arrays). Each variant
+    then turns the pixels into its own input with ``to_model_input``.
+    """
+
+    description: str
+    count: int
+    spec: InputSpec
+    labels: np.ndarray | None = field(default=None, repr=False)
+    samples: SampleSet | None = field(default=None, repr=False)
+    seed: int = 0
+
+    def take(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(model pixels or arrays, labels or None) of inputs ``start`` to ``stop``; generated ones are the
+        same whichever batches they are taken in."""
+        stop = min(stop, self.count)
+        labels = self.labels[start:stop] if self.labels is not None else None
+        if self.samples is not None:
+            return self.samples.pixels(start, stop), labels
+        made = [np.random.default_rng((self.seed, i)) for i in range(start, stop)]
+        if self.spec.is_image:
+            shape = self.spec.pixel_shape
+            pixels = [rng.integers(0, 256, shape, dtype=np.uint8) for rng in made]
+        else:
+            pixels = [rng.standard_normal(self.spec.shape, dtype=np.float32) for rng in made]
+        empty = np.empty((0, *self.spec.pixel_shape), dtype=np.uint8 if self.spec.is_image else np.float32)
+        return (np.stack(pixels) if pixels else empty), labels
+
+    def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """(model pixels or arrays, labels or None), ``batch_size`` at a time."""
+        for start in range(0, self.count, batch_size):
+            yield self.take(start, start + batch_size)
+
+
+def generated_inputs(spec: InputSpec, count: int, *, seed: int = 0) -> InputBatches:
+    """``count`` random inputs (seeded) in the model's input shape."""
+    what = "uniform random pixels" if spec.is_image else "standard normal arrays"
+    return InputBatches(f"generated {what} ({count}, seed {seed})", count, spec, seed=seed)
+
+
+def sample_inputs(
+    variants: ModelVariants, spec: InputSpec, *, images: int, seed: int = 0
+) -> tuple[InputBatches, list[str]]:
+    """The first ``images`` of the folder's ``samples.npz``, or generated inputs when it has none that fit.
+
+    Returns:
+        The inputs and notes on what was used instead of what, and why.
+
+    Raises:
+        ValueError: ``images`` is not between 1 and the configured ``max_run_images``.
+    """
+    limit = settings.current().max_run_images
+    if not 1 <= images <= limit:
+        raise ValueError(f"images must be between 1 and {limit}, got {images}")
+    samples, notes = folder_samples(variants, spec)
+    if samples is None:
+        made = generated_inputs(spec, images, seed=seed)
+        return made, [*notes, f"{made.description.split(' (')[0]} used instead"]
+    count = min(images, len(samples))
+    if count < images:
+        notes.append(f"{SAMPLES_NAME} holds {len(samples)} {_noun(spec)}; all of them used")
+    labels = samples.labels[:count] if samples.labels is not None else None
+    return InputBatches(f"{SAMPLES_NAME} ({count} {_noun(spec)})", count, spec, labels, samples), notes
+
+
+def _noun(spec: InputSpec) -> str:
+    return "images" if spec.is_image else "samples"

@@ -12,7 +12,6 @@ its own format, else the other float (``quantcore.load.reference_key``), so
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -23,7 +22,8 @@ import numpy as np
 
 from quantcore import settings
 from quantcore.backends import Predictor, predictor_for
-from quantcore.evaluate.inputs import InputSpec, SampleSet, fixed_batch_size, to_model_input
+from quantcore.evaluate.failures import failure_note
+from quantcore.evaluate.inputs import InputSpec, OutputKind, SampleSet, to_model_input, variant_spec
 from quantcore.load import Key, ModelVariants, Status, VariantKey, reference_key
 from quantcore.load.results_cache import cached
 
@@ -68,12 +68,30 @@ class VariantOutputs:
         return {k: ref for k in ran if (ref := reference_key(k, ran)) is not None}
 
 
-def _run_one(predictor: Predictor, inputs: np.ndarray, batch_size: int, report: Callable[[int], None]) -> np.ndarray:
+def _run_one(
+    predictor: Predictor, samples: SampleSet, spec: InputSpec, batch_size: int, report: Callable[[int], None]
+) -> np.ndarray:
+    """One variant over every sample, ``batch_size`` at a time: converted, run and kept per batch."""
     batches = []
-    for start in range(0, len(inputs), batch_size):
-        batches.append(predictor(inputs[start : start + batch_size]))
-        report(min(start + batch_size, len(inputs)))
+    for start in range(0, len(samples), batch_size):
+        stop = min(start + batch_size, len(samples))
+        batches.append(np.asarray(predictor(to_model_input(samples.pixels(start, stop), spec))))
+        report(stop)
     return np.concatenate(batches) if batches else np.empty((0, 0), dtype=np.float32)
+
+
+def runnable_with(variants: ModelVariants, spec: InputSpec) -> tuple[list[Key], list[str]]:
+    """The loaded variants that take pixels of ``spec``'s shape, and a note for each one that does not."""
+    keys, notes = runnable(variants)
+    fits = []
+    for key in keys:
+        own = variant_spec(variants, key)
+        if own.pixel_shape != spec.pixel_shape:
+            notes.append(f"{key}: takes {list(own.pixel_shape)}, not the {list(spec.pixel_shape)} of the others — "
+                         "skipped")  # fmt: skip
+        else:
+            fits.append(key)
+    return fits, notes
 
 
 def variant_logits(
@@ -92,8 +110,8 @@ def variant_logits(
 
     Args:
         variants: a loaded folder.
-        samples: uint8 images in the model's input shape (``folder_samples`` or a test set).
-        spec: the folder's input description (how pixels become input).
+        samples: the samples (``folder_samples`` or a test set), fitted to ``spec``.
+        spec: the folder's input (the pixels every variant is fed; each makes its own input of them).
         batch_size: images per call (default: the configured evaluation batch size).
         threads: intra-op threads per variant (default: the configured threads).
         progress: called with (fraction done, message) after every batch.
@@ -109,9 +127,7 @@ def variant_logits(
     threads = current.threads if threads is None else threads
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    keys, notes = runnable(variants)
-    inputs: list[np.ndarray] = []  # the float input, made once and only if some variant must run
-    preprocessing = json.dumps(spec.preprocessing, sort_keys=True, default=str)
+    keys, notes = runnable_with(variants, spec)
     logits: dict[Key, np.ndarray] = {}
     seconds: dict[Key, float] = {}
     count = len(samples)
@@ -121,20 +137,20 @@ def variant_logits(
             if progress is not None:
                 progress((position + done / max(count, 1)) / len(keys), f"{key}: {done} of {count} images")
 
-        def compute(key: Key = key, report: Callable[[int], None] = report) -> tuple[np.ndarray, float]:
-            if not inputs:
-                inputs.append(to_model_input(samples.images, spec))
+        own = variant_spec(variants, key)
+
+        def compute(key: Key = key, own: InputSpec = own, report: Callable[[int], None] = report) -> tuple:
             predictor = predictor_for(variants.model(key), threads=threads)
             started = time.perf_counter()
-            out = _run_one(predictor, inputs[0], fixed_batch_size(variants.model(key)) or batch_size, report)
+            out = _run_one(predictor, samples, own, own.batch or batch_size, report)
             return out, time.perf_counter() - started
 
         try:
-            view_settings = (str(key), samples.key, batch_size, threads, preprocessing)
+            view_settings = (str(key), samples.key, batch_size, threads, own)
             (logits[key], seconds[key]), _ = cached(variants, "logits", view_settings, compute)
         except Exception as exc:  # one failing variant must not end the others' run
-            logger.exception("running %s over %s failed", key, samples.description)
-            notes.append(f"{key}: failed while running ({type(exc).__name__}) — skipped")
+            logger.warning("running %s over %s failed: %s", key, samples.description, exc)
+            notes.append(failure_note(key, exc))
             continue
         if logits[key].ndim != 2 or len(logits[key]) != count:
             notes.append(f"{key}: gave output of shape {logits[key].shape}, not (images, classes) — skipped")
@@ -145,11 +161,15 @@ def variant_logits(
 # ------------------------------------------------------------ one image
 
 
-def probabilities(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis; rows that already are probabilities (>= 0, summing to 1) are kept."""
-    values = np.asarray(logits, dtype=np.float64)
-    if values.size and values.min() >= 0 and np.allclose(values.sum(axis=-1), 1.0, atol=1e-3):
+def probabilities(outputs: np.ndarray, kind: OutputKind = OutputKind.LOGITS) -> np.ndarray:
+    """Class probabilities from a model's outputs, as its kind says: softmax of logits, exp of
+    log-probabilities, and probabilities as the model gave them (a quantized softmax need not sum to 1:
+    they are shown as computed, never put through a second softmax)."""
+    values = np.asarray(outputs, dtype=np.float64)
+    if kind is OutputKind.PROBABILITIES:
         return values
+    if kind is OutputKind.LOG_PROBABILITIES:
+        return np.exp(values)
     shifted = np.exp(values - values.max(axis=-1, keepdims=True))
     return shifted / shifted.sum(axis=-1, keepdims=True)
 
@@ -216,8 +236,8 @@ def predict_image(
 
     Args:
         variants: a loaded folder.
-        pixels: uint8 (C, H, W) in the model's input shape (a sample, or ``image_to_pixels``).
-        spec: the folder's input description.
+        pixels: uint8 (C, H, W) of the folder's input (a sample, or ``image_to_pixels``).
+        spec: the folder's input; each variant makes its own input of the pixels.
         k: how many classes per variant (1 to ``MAX_TOP_K``).
         label: the true class, when known.
         label_names: class names (default: the recorded ones, else ``class i``).
@@ -231,20 +251,23 @@ def predict_image(
     """
     if not 1 <= k <= MAX_TOP_K:
         raise ValueError(f"k must be between 1 and {MAX_TOP_K}, got {k}")
-    if tuple(pixels.shape) != spec.shape or pixels.dtype != np.uint8:
-        raise ValueError(f"pixels must be uint8 {spec.shape}, got {pixels.dtype} {tuple(pixels.shape)}")
-    keys, notes = runnable(variants)
-    batch = to_model_input(pixels[None], spec)
+    if tuple(pixels.shape) != spec.pixel_shape or (spec.is_image and pixels.dtype != np.uint8):
+        raise ValueError(f"pixels must be uint8 {spec.pixel_shape}, got {pixels.dtype} {tuple(pixels.shape)}")
+    keys, notes = runnable_with(variants, spec)
     top1: dict[Key, int] = {}
     scores: dict[Key, tuple[ClassScore, ...]] = {}
     for key in keys:
+        own = variant_spec(variants, key)
         try:
-            logits = predictor_for(variants.model(key))(batch)
+            batch = to_model_input(pixels[None], own)
+            if own.batch and own.batch > 1:  # a graph that fixes its batch gets one; the first row is ours
+                batch = np.repeat(batch, own.batch, axis=0)
+            outputs = np.asarray(predictor_for(variants.model(key))(batch))[:1]
         except Exception as exc:  # one failing variant must not hide the others
-            logger.exception("running %s on one image failed", key)
-            notes.append(f"{key}: failed while running ({type(exc).__name__}) — skipped")
+            logger.warning("running %s on one image failed: %s", key, exc)
+            notes.append(failure_note(key, exc))
             continue
-        probs = probabilities(np.asarray(logits).reshape(1, -1))[0]
+        probs = probabilities(outputs.reshape(1, -1), own.output)[0]
         names = label_names if label_names is not None and len(label_names) == len(probs) else spec.names(len(probs))
         order = np.argsort(-probs, kind="stable")[: min(k, len(probs))]
         scores[key] = tuple(ClassScore(int(i), names[int(i)], float(probs[i])) for i in order)

@@ -14,8 +14,9 @@ import numpy as np
 
 from quantcore import settings
 from quantcore.backends import Predictor, predictor_for
-from quantcore.evaluate.inputs import InputSpec, fixed_batch_size, folder_samples, to_model_input
-from quantcore.evaluate.predictions import runnable
+from quantcore.evaluate.failures import failure_note
+from quantcore.evaluate.inputs import InputSpec, folder_samples, generated_inputs, to_model_input, variant_spec
+from quantcore.evaluate.predictions import runnable_with
 from quantcore.load import SAMPLES_NAME, Key, ModelVariants, reference_key
 from quantcore.load.results_cache import cached
 
@@ -59,7 +60,7 @@ class Throughput:
 def _batch_of(inputs: np.ndarray, batch_size: int) -> np.ndarray:
     if batch_size < 1 or len(inputs) == 0:
         raise ValueError("need at least one image and a positive batch size")
-    return np.ascontiguousarray(np.resize(inputs, (batch_size, *inputs.shape[1:])), dtype=np.float32)
+    return np.ascontiguousarray(np.resize(inputs, (batch_size, *inputs.shape[1:])))
 
 
 def _timed_runs(predictor: Predictor, batch: np.ndarray, runs: int, warmup_runs: int) -> list[float]:
@@ -88,7 +89,7 @@ def measure_throughput(
 
 def compare_throughput(
     predictors: Mapping[str, Predictor],
-    inputs: np.ndarray,
+    inputs: np.ndarray | Mapping[str, np.ndarray],
     *,
     batch_size: int,
     runs: int,
@@ -101,15 +102,17 @@ def compare_throughput(
     alternate between predictors: a burst of load from elsewhere on a shared
     machine then falls on all of them alike. Every block starts with
     ``warmup_runs`` untimed calls, since switching runtimes wakes other threads.
+    ``inputs`` is one array for all, or one per predictor (each its own input).
     """
     if runs < rounds or rounds < 1:
         raise ValueError("need at least one run per round")
-    batch = _batch_of(inputs, batch_size)
+    own = inputs if isinstance(inputs, Mapping) else dict.fromkeys(predictors, inputs)
+    batches = {name: _batch_of(own[name], batch_size) for name in predictors}
     timings: dict[str, list[float]] = {name: [] for name in predictors}
     for round_index in range(rounds):
         block = runs // rounds + (1 if round_index < runs % rounds else 0)
         for name, predictor in predictors.items():
-            timings[name] += _timed_runs(predictor, batch, block, warmup_runs)
+            timings[name] += _timed_runs(predictor, batches[name], block, warmup_runs)
     return {
         name: Throughput(batch_size, runs, warmup_runs * rounds, statistics.median(t), min(t))
         for name, t in timings.items()
@@ -136,12 +139,12 @@ class Speeds:
     notes: tuple[str, ...] = ()
 
 
-def _speed_inputs(variants: ModelVariants, spec: InputSpec, size: int) -> tuple[np.ndarray, str]:
+def _speed_pixels(variants: ModelVariants, spec: InputSpec, size: int) -> tuple[np.ndarray, str]:
     samples, _ = folder_samples(variants, spec)
     if samples is not None:
-        return to_model_input(samples.images[:size], spec), f"the first {min(size, len(samples))} of {SAMPLES_NAME}"
-    rng = np.random.default_rng(0)
-    return rng.random((size, *spec.shape), dtype=np.float32), "generated uniform [0, 1) inputs"
+        return samples.pixels(0, size), f"the first {min(size, len(samples))} of {SAMPLES_NAME}"
+    made = generated_inputs(spec, size)
+    return next(made.batches(size))[0], made.description
 
 
 def measure_speeds(
@@ -172,26 +175,29 @@ def measure_speeds(
     if not 1 <= runs <= MAX_RUNS:
         raise ValueError(f"runs must be between 1 and {MAX_RUNS}, got {runs}")
     threads = settings.current().threads if threads is None else threads
-    keys, notes = runnable(variants)
+    keys, notes = runnable_with(variants, spec)
     by_name = {str(k): k for k in keys}
-    inputs, source = _speed_inputs(variants, spec, max(batch_sizes))
+    pixels, source = _speed_pixels(variants, spec, max(batch_sizes))
     best: dict[Key, dict[int, float]] = {k: {} for k in keys}
     median: dict[Key, dict[int, float]] = {k: {} for k in keys}
     for step, batch_size in enumerate(batch_sizes):
         if progress is not None:
             progress(step / len(batch_sizes), f"timing {len(keys)} variant(s) at batch {batch_size}, {runs} runs each")
         predictors: dict[str, Predictor] = {}
+        inputs: dict[str, np.ndarray] = {}
         for key in keys:
-            fixed = fixed_batch_size(variants.model(key))
-            if fixed is not None and fixed != batch_size:
-                notes.append(f"{key}: its graph fixes batch {fixed}; not timed at batch {batch_size}")
+            own = variant_spec(variants, key)
+            if own.batch is not None and own.batch != batch_size:
+                notes.append(f"{key}: its graph fixes batch {own.batch}; not timed at batch {batch_size}")
                 continue
             try:
+                inputs[str(key)] = to_model_input(np.resize(pixels, (batch_size, *pixels.shape[1:])), own)
                 predictor = predictor_for(variants.model(key), threads=threads)
-                predictor(inputs[:batch_size])  # fails here, not inside the shared timing loop
+                predictor(inputs[str(key)])  # fails here, not inside the shared timing loop
             except Exception as exc:  # one failing variant must not end the others' timing
-                logger.exception("timing %s failed", key)
-                notes.append(f"{key}: failed at batch {batch_size} ({type(exc).__name__}); not timed")
+                logger.warning("timing %s failed: %s", key, exc)
+                failed = failure_note(key, exc, what=f"failed at batch {batch_size}")
+                notes.append(failed.replace("— skipped", "— not timed"))
                 continue
             predictors[str(key)] = predictor
         if not predictors:

@@ -23,8 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from quantcore import settings
 from quantcore.backends import Capture, Layer, Tapper, tapper_for, to_numpy
-from quantcore.evaluate.inputs import InputBatches, input_spec, sample_inputs
+from quantcore.evaluate.failures import failure_note
+from quantcore.evaluate.inputs import InputBatches, InputSpec, input_spec, sample_inputs, to_model_input, variant_spec
+from quantcore.evaluate.progress import Progress
 from quantcore.inspect.layer_table import LayerTable, build_layer_table, layer_table
 from quantcore.inspect.sqnr import SqnrAccumulator
 from quantcore.load import Key, ModelVariants, VariantKey
@@ -152,24 +155,34 @@ def layer_drift(
     for key in dict.fromkeys(k for c in comparisons for k in (c.reference, c.variant)):
         taps = sorted({table.rows[r].layers[key].tap for c in comparisons if key in (c.variant, c.reference)
                        for r in c.rows})  # fmt: skip
+        own = variant_spec(variants, key)
+        if own.pixel_shape != inputs.spec.pixel_shape:
+            notes.append(f"{key}: takes {list(own.pixel_shape)}, not the {list(inputs.spec.pixel_shape)} "
+                         "of the others; left out")  # fmt: skip
+            continue
         try:
-            tappers[key] = tapper_for(variants.model(key), taps)
+            tappers[key] = _runner(tapper_for(variants.model(key), taps), own)
         except Exception as exc:  # this variant's comparisons are dropped, the others still run
-            logger.exception("capturing the activations of %s failed", key)
-            notes.append(f"{key}: cannot capture its activations ({type(exc).__name__})")
+            logger.warning("capturing the activations of %s failed: %s", key, exc)
+            notes.append(failure_note(key, exc, what="its activations cannot be captured"))
     comparisons = [c for c in comparisons if c.variant in tappers and c.reference in tappers]
 
     reference_correct: dict[Key, int] = {}
-    count = inputs.count if inputs is not None and comparisons else 0
-    done = 0
-    for batch, batch_labels in inputs.batches(batch_size) if count else ():
+    count = inputs.count if comparisons else 0
+    done, size, budget = 0, batch_size, settings.current().max_activation_bytes
+    report = Progress(count, progress)
+    while done < count:
+        # The first image alone measures what one image's captures cost, and the batch size is set to fit the
+        # budget; batches then end where they would have without it (at multiples of the batch size).
+        stop = 1 if done == 0 else min((done // size + 1) * size, count)
+        batch, batch_labels = inputs.take(done, stop)
         captured: dict[Key, Capture] = {}
         for reference in dict.fromkeys(c.reference for c in comparisons):
             try:
                 captured[reference] = tappers[reference](batch)
             except Exception as exc:  # an ORT/torch failure drops this reference's comparisons, not the run
-                logger.exception("running %s failed", reference)
-                notes.append(f"{reference}: failed while running ({type(exc).__name__}); its comparisons dropped")
+                logger.warning("running %s failed: %s", reference, exc)
+                notes.append(failure_note(reference, exc).replace("— skipped", "— its comparisons dropped"))
             else:
                 if batch_labels is not None:
                     hits = int(np.sum(np.argmax(captured[reference].output, axis=1) == batch_labels))
@@ -180,15 +193,19 @@ def layer_drift(
             if not _compare_batch(comparison, tappers[comparison.variant], captured, table, batch, batch_labels, notes):
                 comparisons.remove(comparison)
         done += len(batch)
-        if progress is not None:
-            progress(done / count, f"{done} of {count} images through {len(comparisons)} variant(s)")
+        if done == 1:
+            per_image = sum(_captured_bytes(c) for c in captured.values()) * 2  # references' captures, and variants'
+            size = _fitting_batch(batch_size, per_image, budget, notes)
+        report(done, f"through {len(comparisons)} variant(s)")
+        if not comparisons:
+            break
 
     has_labels = inputs is not None and inputs.labels is not None
     results = tuple(_result(c, len(table.rows), has_labels) for c in comparisons)
     seconds = time.perf_counter() - started
     logger.info("layer drift: %d variant(s), %d image(s), %.2fs", len(results), done, seconds)
     return DriftReport(
-        labels, kinds, results, done, inputs.description if inputs is not None else "none", batch_size, seconds,
+        labels, kinds, results, done, inputs.description if inputs is not None else "none", size, seconds,
         {str(k): v / done for k, v in reference_correct.items()} if done else {}, tuple(dict.fromkeys(notes)),
     )  # fmt: skip
 
@@ -220,6 +237,43 @@ def _result(comparison: _Comparison, rows: int, has_labels: bool) -> VariantDrif
     )
 
 
+def _runner(tapper: Tapper, spec: InputSpec) -> Tapper:
+    """The variant's tapper fed from the shared pixels: its own input, in batches of the size its graph fixes."""
+    fixed = spec.batch
+
+    def run(pixels: np.ndarray) -> Capture:
+        x = to_model_input(pixels, spec)
+        if fixed is None or fixed == len(x):
+            return tapper(x)
+        parts = []
+        for start in range(0, len(x), fixed):
+            chunk = x[start : start + fixed]
+            short = fixed - len(chunk)
+            if short:  # the last chunk is filled up with its first row and the extra rows dropped
+                chunk = np.concatenate([chunk, np.repeat(chunk[:1], short, axis=0)])
+            capture = tapper(chunk)
+            keep = fixed - short
+            parts.append((capture.output[:keep], {t: to_numpy(v)[:keep] for t, v in capture.values.items()}))
+        values = {t: np.concatenate([p[1][t] for p in parts]) for t in parts[0][1]}
+        return Capture(np.concatenate([p[0] for p in parts]), values)
+
+    return run
+
+
+def _captured_bytes(capture: Capture) -> int:
+    return int(capture.output.nbytes + sum(to_numpy(v).nbytes for v in capture.values.values()))
+
+
+def _fitting_batch(requested: int, per_image: float, budget: int, notes: list[str]) -> int:
+    """The largest batch up to ``requested`` whose captured activations fit ``budget`` bytes."""
+    fitting = max(1, int(budget // max(per_image, 1.0)))
+    if fitting < requested:
+        notes.append(f"batches of {fitting} (not {requested}): one image's activations take {per_image / 2**20:.1f} "
+                     f"MB, and the budget is {budget / 2**20:.0f} MB (QP_MAX_ACTIVATION_MB)")  # fmt: skip
+        return fitting
+    return requested
+
+
 def _compare_batch(
     comparison: _Comparison,
     tapper: Tapper,
@@ -235,8 +289,8 @@ def _compare_batch(
     try:
         capture = captured.get(key) or tapper(batch)
     except Exception as exc:  # one failing variant must not end the others' run
-        logger.exception("running %s failed", key)
-        notes.append(f"{key}: failed while running ({type(exc).__name__}); left out")
+        logger.warning("running %s failed: %s", key, exc)
+        notes.append(failure_note(key, exc).replace("— skipped", "— left out"))
         return False
     for row in list(comparison.rows):
         layers = table.rows[row].layers

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from quantcore.backends import Layer, backend_for
-from quantcore.evaluate.inputs import input_shape
+from quantcore.evaluate.inputs import to_model_input, variant_spec
 from quantcore.load import FLOAT_KEYS, Key, ModelVariants, Status, VariantKey, key_order, reference_key
 from quantcore.load.results_cache import cached
 
@@ -198,11 +198,12 @@ def build_layer_table(variants: ModelVariants) -> LayerTable:
             notes.append(f"{key}: skipped — its layers could not be read ({type(exc).__name__})")
             continue
         notes.extend(f"{key}: {n}" for n in own)
-    # PyTorch int8 models show their activation scales only when run: read them off one zero batch.
-    shape = input_shape(variants, raw)
+    # PyTorch int8 models show their activation scales only when run: read them off one zero image.
     for key, layers in raw.items():
-        if shape is not None and any(layer.quantized and layer.input_q is None for layer in layers):
-            raw[key], own = extract_layers(variants.model(key), probe=np.zeros(shape, dtype=np.float32))
+        if any(layer.quantized and layer.input_q is None for layer in layers):
+            spec = variant_spec(variants, key)
+            zeros = np.zeros((1, *spec.pixel_shape), dtype=np.uint8 if spec.is_image else np.float32)
+            raw[key], own = extract_layers(variants.model(key), probe=to_model_input(zeros, spec))
             notes.extend(f"{key}: {n}" for n in own)
     keys = sorted((k for k in raw if raw[k]), key=key_order)
     for key in sorted(raw, key=key_order):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,25 +61,42 @@ def read_json_sidecar(folder: Path, name: str, *, confine_to: Path, notes: list[
     return None
 
 
-def _read_manifest(folder: Path, notes: list[str], confine_to: Path) -> dict[VariantKey, str]:
+@dataclass(frozen=True)
+class Discovery:
+    """What a folder holds: its stem, ``{variant: file name}``, what the manifest declares per variant, notes."""
+
+    stem: str | None
+    files: dict[VariantKey, str]
+    declared: dict[VariantKey, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_manifest(
+    folder: Path, notes: list[str], confine_to: Path
+) -> tuple[dict[VariantKey, str], dict[VariantKey, dict[str, Any]]]:
+    """``variants.json``: per variant a file name, or ``{"file": ..., "input": {...}, "output": ...}``."""
     raw = read_json_sidecar(folder, MANIFEST_NAME, confine_to=confine_to, notes=notes)
     if raw is None:
-        return {}
+        return {}, {}
     if not isinstance(raw, dict):
         notes.append(f"{MANIFEST_NAME} ignored: expected an object of variant -> file name")
-        return {}
+        return {}, {}
     manifest: dict[VariantKey, str] = {}
-    for key, name in raw.items():
+    declared: dict[VariantKey, dict[str, Any]] = {}
+    for key, entry in raw.items():
         try:
             variant = VariantKey.from_string(str(key))
         except ValueError as exc:
             notes.append(f"{MANIFEST_NAME}: {exc}")
             continue
+        name = entry.get("file") if isinstance(entry, dict) else entry
         if not isinstance(name, str) or not name or name != os.path.basename(name) or name in (".", ".."):
             notes.append(f"{MANIFEST_NAME}: {variant} must name a file in this folder")
             continue
         manifest[variant] = name
-    return manifest
+        if isinstance(entry, dict) and (isinstance(entry.get("input"), dict) or "output" in entry):
+            declared[variant] = {"input": entry.get("input") or {}, "output": entry.get("output")}
+    return manifest, declared
 
 
 def scan_folder(folder: Path) -> dict[str, os.stat_result]:
@@ -104,7 +122,13 @@ def scan_folder(folder: Path) -> dict[str, os.stat_result]:
 def discover_variant_files(
     folder: Path, names: set[str] | None = None, *, confine_to: Path | None = None
 ) -> tuple[str | None, dict[VariantKey, str], list[str]]:
-    """The stem, ``{variant: file name}`` and notes for a folder.
+    """The stem, ``{variant: file name}`` and notes for a folder (``discover`` says more)."""
+    found = discover(folder, names, confine_to=confine_to)
+    return found.stem, found.files, found.notes
+
+
+def discover(folder: Path, names: set[str] | None = None, *, confine_to: Path | None = None) -> Discovery:
+    """What a folder holds: its stem, variant files, what its manifest declares per variant, and notes.
 
     ``names`` (the folder's model-ish file names) may be passed to save a scan;
     the manifest is read only if it resolves inside ``confine_to`` (default: ``folder``).
@@ -128,6 +152,8 @@ def discover_variant_files(
             named = ", ".join(others[:STEMS_NAMED])
             more = f" and {len(others) - STEMS_NAMED:,} more" if len(others) > STEMS_NAMED else ""
             notes.append(f"several model stems here; showing '{stem}' (also: {named}{more})")
+    declared: dict[VariantKey, dict[str, Any]] = {}
     if MANIFEST_NAME in names:
-        files.update(_read_manifest(folder, notes, Path(os.path.realpath(confine_to or folder))))
-    return stem, files, notes
+        listed, declared = _read_manifest(folder, notes, Path(os.path.realpath(confine_to or folder)))
+        files.update(listed)
+    return Discovery(stem, files, declared, notes)

@@ -26,8 +26,9 @@ from quantcore.errors import (
     UnsafeModelError,
 )
 from quantcore.load.card import card_shape, input_shape_warnings, read_card
-from quantcore.load.discover import discover_variant_files, scan_folder
+from quantcore.load.discover import MANIFEST_NAME, discover, scan_folder
 from quantcore.load.files import LOADERS
+from quantcore.load.input_spec import Declared, InputSpec, read_input_specs
 from quantcore.load.keys import Key, RecipeKey, Status, VariantKey, VariantRecord, key_order
 from quantcore.load.pulled import PulledVariants
 
@@ -47,6 +48,10 @@ class LoadedFolder:
     warnings: tuple[str, ...] = ()  # the files disagree with what describes them
     card: dict[str, Any] = field(default_factory=dict)  # model_card.json, read once with the folder
     confine_to: Path | None = None  # where the folder's files must resolve (default: the folder)
+    inputs: dict[Key, InputSpec] = field(default_factory=dict)  # what each loaded variant takes and gives
+    manifest: dict[Key, Declared] = field(default_factory=dict)  # what variants.json declares per variant
+    input_override: dict[str, Any] = field(default_factory=dict)  # the page's, for every variant or one
+    input_notes: tuple[str, ...] = ()  # variants whose input cannot be read or disagrees with the others'
 
 
 class ModelVariants(Mapping[str, Any]):
@@ -85,11 +90,43 @@ class ModelVariants(Mapping[str, Any]):
         """
         return self.loaded.records[key].model
 
+    def spec(self, key: Key) -> InputSpec | None:
+        """What one loaded variant takes and gives (None when it is not loaded or cannot be fed)."""
+        return self.loaded.inputs.get(key)
+
+    @property
+    def input_spec(self) -> InputSpec | None:
+        """The folder's input: its float reference's spec (``onnx_float``, else ``pytorch_float``, else the first)."""
+        inputs = self.loaded.inputs
+        return next((inputs[k] for k in (VariantKey.ONNX_FLOAT, VariantKey.PYTORCH_FLOAT) if k in inputs),
+                    next(iter(inputs.values()), None))  # fmt: skip
+
+    def with_input(self, override: Mapping[str, Any]) -> ModelVariants:
+        """This folder read with the page's input override (``{"*": {...}, "<key>": {...}}``), the cache untouched.
+
+        Raises:
+            ValueError: the override is not an object of objects.
+        """
+        if not all(isinstance(k, str) and isinstance(v, Mapping) for k, v in override.items()):
+            raise ValueError("an input override maps '*' or a variant key to an object of input fields")
+        if dict(override) == self.loaded.input_override:
+            return self
+        specs, notes = read_input_specs(self.loaded.records, card=self.loaded.card, manifest=self.loaded.manifest,
+                                        override=override, trusted=self.loaded.trusted)  # fmt: skip
+        loaded = replace(self.loaded, inputs=specs, input_override=dict(override), input_notes=tuple(notes))
+        return ModelVariants(loaded, cache_hit=self.cache_hit)
+
     def with_recipes(self, recipes: Mapping[RecipeKey, VariantRecord]) -> ModelVariants:
         """This folder with recipe variants beside its five (the cached folder itself is left as it was)."""
         records = {k: r for k, r in self.loaded.records.items() if isinstance(k, VariantKey)}
         records.update(sorted(recipes.items(), key=lambda kv: key_order(kv[0])))
-        return ModelVariants(replace(self.loaded, records=records), cache_hit=self.cache_hit)
+        inputs = {k: s for k, s in self.loaded.inputs.items() if isinstance(k, VariantKey)}
+        loaded = self.loaded
+        recipe_specs, _ = read_input_specs(
+            recipes, card=loaded.card, manifest={}, override=loaded.input_override, trusted=loaded.trusted
+        )
+        loaded = replace(self.loaded, records=records, inputs={**inputs, **recipe_specs})
+        return ModelVariants(loaded, cache_hit=self.cache_hit)
 
     @property
     def card(self) -> Mapping[str, Any]:
@@ -167,7 +204,8 @@ def _load_variant(
 
 def _load_folder(folder: Path, names: set[str], *, trusted: bool, confine_to: Path) -> LoadedFolder:
     started = time.perf_counter()
-    stem, files, notes = discover_variant_files(folder, names, confine_to=confine_to)
+    found = discover(folder, names, confine_to=confine_to)
+    stem, files, notes = found.stem, found.files, found.notes
     records = {
         key: _load_variant(folder, key, files[key], trusted=trusted, confine_to=confine_to, scanned=files[key] in names)
         if key in files
@@ -176,9 +214,14 @@ def _load_folder(folder: Path, names: set[str], *, trusted: bool, confine_to: Pa
     }
     card = read_card(folder, names, confine_to, notes)
     warnings = input_shape_warnings(records, card_shape(card, notes))
+    manifest = {k: Declared(MANIFEST_NAME, v["input"], v["output"]) for k, v in found.declared.items()}
+    specs, spec_notes = read_input_specs(records, card=card, manifest=manifest, trusted=trusted)
     seconds = time.perf_counter() - started
     logger.info("loaded %s in %.2fs: %s", folder, seconds, {str(k): str(r.status) for k, r in records.items()})
-    return LoadedFolder(folder, stem, trusted, records, seconds, tuple(notes), tuple(warnings), card, confine_to)
+    return LoadedFolder(
+        folder, stem, trusted, records, seconds, tuple(notes), tuple(warnings), card, confine_to, specs, manifest,
+        input_notes=tuple(spec_notes),
+    )  # fmt: skip
 
 
 _CACHE: SingleFlightLRU[LoadedFolder] = SingleFlightLRU(settings.current().cache_size)

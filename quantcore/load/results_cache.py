@@ -9,6 +9,7 @@ single-flight LRU: two requests for the same result compute it once.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
@@ -30,8 +31,9 @@ def folder_fingerprint(variants: ModelVariants) -> tuple[Hashable, ...]:
         samples: tuple[int, int] | None = (stat.st_size, stat.st_mtime_ns)
     except OSError:
         samples = None
-    records = tuple((str(k), str(r.status), r.sha256) for k, r in sorted(variants.records.items()))
-    return (str(variants.folder), records, samples)
+    records = tuple((str(k), str(r.status), r.sha256) for k, r in variants.records.items())
+    override = json.dumps(variants.loaded.input_override, sort_keys=True, default=str)
+    return (str(variants.folder), records, samples, override)
 
 
 def cached(variants: ModelVariants, view: str, settings: Hashable, compute: Callable[[], T]) -> tuple[T, bool]:
