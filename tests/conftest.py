@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -97,3 +99,33 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     quantcore.cache_clear()
     yield
     quantcore.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def zoo_build(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Any]:
+    """``zoo_build(name, **options)``: a ``tests.zoo`` model class built once per session (read-only: copy
+    its folder before changing anything)."""
+    from tests import zoo
+
+    built: dict[tuple[str, tuple[tuple[str, Any], ...]], Any] = {}
+
+    def get(name: str, **options: Any) -> Any:
+        key = (name, tuple(sorted(options.items())))
+        if key not in built:
+            built[key] = zoo.build(name, tmp_path_factory.mktemp("zoo") / name, **options)
+        return built[key]
+
+    return get
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The whole model-zoo corpus (marker ``zoo_full``) runs only when asked for: ``-m zoo_full`` or QP_ZOO=full.
+
+    The rest are deselected, which pytest reports in its summary line.
+    """
+    if "zoo_full" in (config.getoption("markexpr") or "") or os.environ.get("QP_ZOO", "").lower() == "full":
+        return
+    deselected = [item for item in items if item.get_closest_marker("zoo_full") is not None]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item.get_closest_marker("zoo_full") is None]
