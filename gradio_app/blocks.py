@@ -16,7 +16,7 @@ from typing import Any
 
 import gradio as gr
 
-from gradio_app import handlers, render
+from gradio_app import handlers, input_panel, render
 from gradio_app.common import FOLDER_EVENTS, HUB_EVENTS, PRIVATE, Page
 from gradio_app.tabs import layer_error, layers, predictions, scorecard, weights
 from quantcore import settings
@@ -186,7 +186,10 @@ def build_demo() -> gr.Blocks:
             with gr.Column(scale=2):
                 hub = _hub_section()
         results = _results_section()
-        _tabs(Page(results.summary, results.source))
+        page = Page(results.summary, results.source)
+        inputs = input_panel.build()
+        _tabs(page)
+        input_panel.wire(page, inputs, results.status, _for_page, _for_api)
         _wire_folder(explorer, results)
         _wire_hub(hub, results)
         _wire_api(hub, results)

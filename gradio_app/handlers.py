@@ -29,7 +29,7 @@ Result = tuple[Summary, render.Status]
 ProgressFn = Callable[..., Any]
 
 
-def _models_root() -> Path:
+def models_root() -> Path:
     return Path(os.path.realpath(settings.current().models_root))
 
 
@@ -56,7 +56,7 @@ def _summarize(label: str, produce: Callable[[], tuple[dict[str, Any], Source]])
         logger.exception("unexpected failure with %r", label)
         return nothing(render.error_status(exc, what=label))
     summary = {**summary, "source": source.as_dict()}  # the handle API clients send back to the views
-    shown = render.display_summary(summary, root=_models_root())
+    shown = render.display_summary(summary, root=models_root())
     return shown, render.loaded_status(summary, source=label)
 
 
@@ -68,7 +68,7 @@ def _load(relative: str | Sequence[str], progress: ProgressFn) -> Result:
         folder = paths.resolve_folder(relative)
         progress(0.3, desc="Loading model variants")
         summary = get_model_summary(load_model_variants(folder))
-        return summary, Source.local(folder.relative_to(_models_root()).as_posix())
+        return summary, Source.local(folder.relative_to(models_root()).as_posix())
 
     return _summarize(_describe(relative), produce)
 
@@ -132,7 +132,7 @@ def click_in_explorer(evt: gr.SelectData, progress: gr.Progress = gr.Progress())
     relative = "/".join(value) if isinstance(value, list) else str(value or "")
     if not relative or relative == "." or relative.endswith("/."):
         return None
-    root = _models_root()
+    root = models_root()
     try:
         segments = explorer_folder(relative, root=root)
     except QuantcoreError as exc:

@@ -167,20 +167,9 @@ def float_batches(values: np.ndarray, *, labels: np.ndarray | None = None, descr
     The views' own input path makes float input from uint8 pixels; these are
     already float in the model's layout and range, so nothing is converted.
     """
-    from quantcore.evaluate.inputs import InputBatches, InputSpec
+    from quantcore.evaluate.inputs import prepared_inputs
 
-    @dataclass(frozen=True)
-    class FloatBatches(InputBatches):
-        values: np.ndarray | None = field(default=None, repr=False)
-
-        def batches(self, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-            assert self.values is not None
-            for start in range(0, self.count, batch_size):
-                part = self.labels[start : start + batch_size] if self.labels is not None else None
-                yield np.ascontiguousarray(self.values[start : start + batch_size]), part
-
-    spec = InputSpec((1, 1, 1), {}, None)  # unused: these batches are fed as they are
-    return FloatBatches(description, len(values), spec, labels=labels, values=values)
+    return prepared_inputs(values, labels=labels, description=description)
 
 
 def load(model: ZooModel) -> Any:

@@ -52,6 +52,7 @@ __all__ = [
     "generated_inputs",
     "input_spec",
     "load_test_set",
+    "prepared_inputs",
     "sample_inputs",
     "to_model_input",
     "variant_spec",
@@ -319,12 +320,20 @@ class InputBatches:
     labels: np.ndarray | None = field(default=None, repr=False)
     samples: SampleSet | None = field(default=None, repr=False)
     seed: int = 0
+    prepared: np.ndarray | None = field(default=None, repr=False)  # model input as it is, for every variant
+
+    @property
+    def as_model_input(self) -> bool:
+        """Whether the batches are already model input (``prepared_inputs``), to be fed unchanged."""
+        return self.prepared is not None
 
     def take(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
         """(model pixels or arrays, labels or None) of inputs ``start`` to ``stop``; generated ones are the
         same whichever batches they are taken in."""
         stop = min(stop, self.count)
         labels = self.labels[start:stop] if self.labels is not None else None
+        if self.prepared is not None:
+            return np.ascontiguousarray(self.prepared[start:stop]), labels
         if self.samples is not None:
             return self.samples.pixels(start, stop), labels
         made = [np.random.default_rng((self.seed, i)) for i in range(start, stop)]
@@ -340,6 +349,20 @@ class InputBatches:
         """(model pixels or arrays, labels or None), ``batch_size`` at a time."""
         for start in range(0, self.count, batch_size):
             yield self.take(start, start + batch_size)
+
+
+def prepared_inputs(
+    values: np.ndarray, *, labels: np.ndarray | None = None, description: str = "given inputs"
+) -> InputBatches:
+    """Model input made elsewhere (float, in the model's layout and range), fed to every variant as it is.
+
+    For comparisons with another tool fed the very same tensors; the folder's
+    own runs use samples or generated pixels, which each variant converts.
+    """
+    spec = InputSpec(tuple(values.shape[1:]), layout=Layout.NC if values.ndim == 2 else Layout.NCL)
+    if values.ndim >= 4:
+        spec = InputSpec(tuple(values.shape[1:]))  # only the geometry matters here: nothing is converted
+    return InputBatches(description, len(values), spec, labels, prepared=np.asarray(values))
 
 
 def generated_inputs(spec: InputSpec, count: int, *, seed: int = 0) -> InputBatches:

@@ -156,12 +156,12 @@ def layer_drift(
         taps = sorted({table.rows[r].layers[key].tap for c in comparisons if key in (c.variant, c.reference)
                        for r in c.rows})  # fmt: skip
         own = variant_spec(variants, key)
-        if own.pixel_shape != inputs.spec.pixel_shape:
+        if not inputs.as_model_input and own.pixel_shape != inputs.spec.pixel_shape:
             notes.append(f"{key}: takes {list(own.pixel_shape)}, not the {list(inputs.spec.pixel_shape)} "
                          "of the others; left out")  # fmt: skip
             continue
         try:
-            tappers[key] = _runner(tapper_for(variants.model(key), taps), own)
+            tappers[key] = _runner(tapper_for(variants.model(key), taps), own, convert=not inputs.as_model_input)
         except Exception as exc:  # this variant's comparisons are dropped, the others still run
             logger.warning("capturing the activations of %s failed: %s", key, exc)
             notes.append(failure_note(key, exc, what="its activations cannot be captured"))
@@ -237,12 +237,12 @@ def _result(comparison: _Comparison, rows: int, has_labels: bool) -> VariantDrif
     )
 
 
-def _runner(tapper: Tapper, spec: InputSpec) -> Tapper:
+def _runner(tapper: Tapper, spec: InputSpec, *, convert: bool = True) -> Tapper:
     """The variant's tapper fed from the shared pixels: its own input, in batches of the size its graph fixes."""
     fixed = spec.batch
 
     def run(pixels: np.ndarray) -> Capture:
-        x = to_model_input(pixels, spec)
+        x = to_model_input(pixels, spec) if convert else pixels
         if fixed is None or fixed == len(x):
             return tapper(x)
         parts = []

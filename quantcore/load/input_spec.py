@@ -53,6 +53,7 @@ class Layout(StrEnum):
     NCHW = "NCHW"
     NHWC = "NHWC"
     NCL = "NCL"  # 1-D signals: channels, length
+    NCDHW = "NCDHW"  # volumes: channels, depth, height, width
     NC = "NC"  # plain features
 
     @property
@@ -67,7 +68,7 @@ class Layout(StrEnum):
             ValueError: not a layout.
         """
         value = str(text).strip().upper()
-        value = {"FEATURES": "NC", "NLC": "NCL"}.get(value, value)
+        value = {"FEATURES": "NC", "NLC": "NCL", "VOLUME": "NCDHW"}.get(value, value)
         try:
             return cls(value)
         except ValueError:
@@ -212,6 +213,8 @@ def _guess_layout(dims: tuple[int | None, ...]) -> tuple[Layout, str | None]:
         if first in _COLOUR_CHANNELS or first is None:
             return Layout.NCHW, None
         return Layout.NCHW, f"input {list(dims)} read as NCHW (declare the layout if it is NHWC)"
+    if len(dims) == 4:
+        return Layout.NCDHW, None
     raise ValueError(f"a {len(dims) + 1}-D input is not supported")
 
 
@@ -350,6 +353,11 @@ def _shape_and_layout(
     layout: Layout | None = fields.get("layout")
     if dims is not None and len(dims) > 0:
         guessed, note = _guess_layout(dims)
+        if layout is not None and layout != guessed and layout.is_image and len(dims) == 3:
+            channels = dims[0] if layout is Layout.NCHW else dims[2]
+            if channels not in _COLOUR_CHANNELS:
+                fields.notes.append(f"{fields.sources['layout']} says {layout}, which reads the graph's input "
+                                    f"{list(dims)} as {channels} channels: it looks like {guessed}")  # fmt: skip
         if layout is None:
             layout = guessed
             fields.sources["layout"] = "graph" if note is None else "guessed from the graph"
@@ -412,7 +420,7 @@ def variant_spec(
         for name in ("range", "mean", "std", "grey", "pad"):
             fields.offer(name, getattr(sibling, name), f"onnx sibling ({sibling.sources.get(name, 'default')})")
     shape, layout = _shape_and_layout(fields, dims, record.model, sibling, may_probe)
-    expected_rank = 3 if layout.is_image else 1 if layout is Layout.NC else 2
+    expected_rank = {Layout.NC: 1, Layout.NCL: 2, Layout.NCDHW: 4}.get(layout, 3)
     if len(shape) != expected_rank:
         raise ValueError(f"a {layout} input cannot have the shape {list(shape)}")
     spec = InputSpec(
@@ -446,6 +454,27 @@ def _checked(spec: InputSpec, fields: _Fields) -> InputSpec:
 
 
 # ------------------------------------------------------------------ a folder
+
+
+def _share_inferred_range(specs: dict[Key, InputSpec], notes: list[str]) -> None:
+    """A variant that says nothing of its range takes one its quantized siblings' input quantization shows.
+
+    They were quantized from the float model, calibrated on its inputs: when they
+    all cover 0–255, the float model takes 0–255 too.
+    """
+    inferred = {k: s.sources["range"] for k, s in specs.items() if "input quantization" in s.sources.get("range", "")}
+    ranges = {specs[k].range for k in inferred}
+    if len(ranges) != 1:
+        return
+    (shared,) = ranges
+    witness = next(iter(inferred))
+    for key, spec in list(specs.items()):
+        defaulted = spec.sources.get("range", "onnx sibling (default)") == "onnx sibling (default)"
+        if spec.is_image and defaulted:
+            where = f"as {witness}'s input quantization shows (declare the range to be sure)"
+            kept = tuple(n for n in spec.notes if not n.startswith("no pixel range recorded"))
+            specs[key] = replace(spec, range=shared, sources={**spec.sources, "range": where}, notes=kept)
+            notes.append(f"{key}: takes pixels in {shared[0]:g}..{shared[1]:g}, {where}")
 
 
 def _labels(records: Mapping[Key, VariantRecord], card: Mapping[str, Any]) -> tuple[str, ...] | None:
@@ -498,6 +527,7 @@ def read_input_specs(
             )  # fmt: skip
         except ValueError as exc:
             notes.append(f"{key}: {exc}")
+    _share_inferred_range(specs, notes)
     shapes = {k: s.pixel_shape for k, s in specs.items()}
     reference = next((shapes[k] for k in FLOAT_KEYS if k in shapes), next(iter(shapes.values()), None))
     for key, shape in shapes.items():

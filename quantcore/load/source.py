@@ -9,8 +9,8 @@ re-checks it like any client input.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -34,6 +34,8 @@ class Source:
         folder: local: the folder relative to the models root (``""`` is the root).
         repo_id, commit, subfolder, revision: Hub: the repo, the commit it was
             pulled at, the folder in it, and the revision the user asked for.
+        input: the page's input override, ``{"*" or key: {field: value}}``
+            (``ModelVariants.with_input``), kept with the handle so every view feeds alike.
     """
 
     kind: SourceKind
@@ -42,6 +44,11 @@ class Source:
     commit: str | None = None
     subfolder: str | None = None
     revision: str | None = None
+    input: Mapping[str, Any] | None = None
+
+    def with_input(self, override: Mapping[str, Any] | None) -> Source:
+        """The same source read with another input override (None or empty: as the folder says)."""
+        return replace(self, input=dict(override) if override else None)
 
     @classmethod
     def local(cls, folder: str | Sequence[str]) -> Source:
@@ -67,9 +74,11 @@ class Source:
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, and what ``from_client`` reads back."""
         if self.kind is SourceKind.HUB:
-            return {"kind": str(self.kind), "repo_id": self.repo_id, "commit": self.commit,
-                    "subfolder": self.subfolder, "revision": self.revision}  # fmt: skip
-        return {"kind": str(self.kind), "folder": self.folder}
+            shown = {"kind": str(self.kind), "repo_id": self.repo_id, "commit": self.commit,
+                     "subfolder": self.subfolder, "revision": self.revision}  # fmt: skip
+        else:
+            shown = {"kind": str(self.kind), "folder": self.folder}
+        return {**shown, "input": dict(self.input)} if self.input else shown
 
     @classmethod
     def from_client(cls, value: Any) -> Source | None:
@@ -86,21 +95,30 @@ class Source:
         if isinstance(value, dict):
             if isinstance(value.get("source"), dict):
                 return cls.from_client(value["source"])
+            override = _override(value.get("input"))
             hub = value.get("hub") if isinstance(value.get("hub"), dict) else None
             if hub is None and value.get("kind") == SourceKind.HUB:
                 hub = value
             if hub is not None and hub.get("repo_id"):
                 return cls(SourceKind.HUB, repo_id=_text(hub.get("repo_id")), commit=_text(hub.get("commit")),
-                           subfolder=_text(hub.get("subfolder")),
+                           subfolder=_text(hub.get("subfolder")), input=override,
                            revision=_text(hub.get("revision", hub.get("revision_requested"))))  # fmt: skip
-            value = value.get("folder")
-            if value is None:
-                return None
+            folder = value.get("folder")
+            found = cls.from_client(folder) if folder is not None else None
+            return found.with_input(override) if found is not None else None
         if isinstance(value, str):
             return cls.local(value) if value.strip() else None
         if isinstance(value, list) and all(isinstance(part, str) for part in value):
             return cls.local(value) if value else None
         raise PathNotAllowedError("a source must be a folder name, a list of its segments, or a summary")
+
+
+def _override(value: Any) -> dict[str, Any] | None:
+    if value is None or value == {}:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in value.items()):
+        raise PathNotAllowedError("a source's input override maps '*' or a variant key to an object of input fields")
+    return value
 
 
 def _text(value: Any) -> str | None:
@@ -125,6 +143,14 @@ def open_source(source: Source | Any) -> ModelVariants:
     resolved = Source.from_client(source)
     if resolved is None:
         raise NothingLoadedError("nothing is loaded yet")
+    variants = _open(resolved)
+    try:
+        return variants.with_input(resolved.input) if resolved.input else variants
+    except ValueError as exc:
+        raise PathNotAllowedError(f"the source's input override is not usable: {exc}") from None
+
+
+def _open(resolved: Source) -> ModelVariants:
     if resolved.kind is SourceKind.HUB:
         from quantcore.load.hub import pull_model_variants  # imported on use: it brings in huggingface_hub
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from quantcore.load.folder import ModelVariants
-from quantcore.load.keys import ModelFormat, Status, VariantKey, VariantRecord
+from quantcore.load.keys import Key, ModelFormat, Status, VariantKey, VariantRecord
 
 
 def _variant_summary(record: VariantRecord) -> dict[str, Any]:
@@ -26,6 +26,12 @@ def _variant_summary(record: VariantRecord) -> dict[str, Any]:
     if record.error:
         summary["error"] = record.error
     return summary
+
+
+def _with_input(summary: dict[str, Any], variants: ModelVariants, key: Key) -> dict[str, Any]:
+    """A variant's summary with what it takes as input and gives as output (``quantcore.load.input_spec``)."""
+    spec = variants.spec(key)
+    return {**summary, "input": spec.as_dict()} if spec is not None else summary
 
 
 def _precisions(loaded: list[VariantRecord], fmt: ModelFormat) -> list[str]:
@@ -42,7 +48,9 @@ def get_model_summary(variants: ModelVariants) -> dict[str, Any]:
         ``warnings`` say where a file disagrees with what describes it (e.g. the
         graph's input shape vs ``model_card.json``). The top-level counts are of
         the five contract variants; recipe variants (``recipe:<name>``) are extra
-        entries under ``variants``, counted in ``recipes``.
+        entries under ``variants``, counted in ``recipes``. Each loaded variant's
+        ``input`` says what it takes and gives and where each field was read;
+        ``input_notes`` name variants whose input cannot be fed or disagrees.
     """
     records = variants.records
     five = [r for k, r in records.items() if isinstance(k, VariantKey)]
@@ -60,6 +68,7 @@ def get_model_summary(variants: ModelVariants) -> dict[str, Any]:
         "counts": counts,
         "notes": list(variants.loaded.notes),
         "warnings": list(variants.loaded.warnings),
-        "variants": {str(k): _variant_summary(r) for k, r in records.items()},
+        "variants": {str(k): _with_input(_variant_summary(r), variants, k) for k, r in records.items()},
         "recipes": len(records) - len(five),
+        "input_notes": list(variants.loaded.input_notes),
     }
