@@ -154,7 +154,7 @@ def test_measure_accuracy_and_speed_see_the_chart_and_the_advice(page: Page, ser
     expect(note).to_contain_text(re.compile(r"onnx_int8 is slower than onnx_float at batch 1 \([\d,]+ vs [\d,]+"))
     expect(note).to_contain_text("U8S8, activation_type=QuantType.QUInt8; onnx_uint8 runs at")
     chart = page.locator("#qp-score-plot .js-plotly-plot")
-    expect(chart.locator(".barlayer .trace")).to_have_count(4)
+    expect(chart.locator(".barlayer .trace")).to_have_count(4, timeout=30_000)
     expect(chart.locator(".legendtext")).to_have_text(["accuracy", "agreement with float", "batch 1", "batch 64"])
     expect(page.locator("#qp-score-table")).to_contain_text("flip_int8.onnx")
     expect(page.locator("#qp-score-classes")).to_contain_text("item 7")
