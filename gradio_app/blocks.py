@@ -20,6 +20,7 @@ from gradio_app import handlers, input_panel, render
 from gradio_app.common import FOLDER_EVENTS, HUB_EVENTS, PRIVATE, Page
 from gradio_app.tabs import layer_error, layers, predictions, scorecard, weights
 from quantcore import settings
+from quantcore.evaluate.images import apply_pixel_limit
 
 TITLE = "Quantization Playground"
 INSTRUCTIONS = "Select a model folder to begin."
@@ -81,8 +82,13 @@ def _for_api(handler: Callable[..., handlers.Result]) -> Callable[..., tuple[han
 
 
 def launch_options() -> dict[str, Any]:
-    """Arguments every launch of the demo needs (Gradio 6 takes css at launch)."""
-    return {"css": CSS}
+    """Arguments every launch of the demo needs (Gradio 6 takes css at launch), and the upload limits.
+
+    Pillow's own pixel limit is set here too, so that no open of an image in the
+    server decodes more than ``QP_MAX_IMAGE_PIXELS``, whoever makes it.
+    """
+    apply_pixel_limit()
+    return {"css": CSS, "max_file_size": settings.current().max_upload_bytes}
 
 
 def _header() -> None:

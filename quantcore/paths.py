@@ -10,6 +10,7 @@ import os
 import stat
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 
 from quantcore import settings
 from quantcore.errors import ModelNotFoundError, PathNotAllowedError
@@ -89,3 +90,54 @@ def resolve_folder(relative: str | Sequence[str], *, root: Path | None = None) -
     if not stat.S_ISDIR(mode):
         raise ModelNotFoundError("not a folder")
     return resolved
+
+
+def open_within(path: Path, roots: Iterable[Path], *, what: str = "file") -> BinaryIO:
+    """``path`` opened for reading, if it is a regular file that resolves inside one of ``roots``.
+
+    The path is resolved and checked *before* it is opened, so a link out of
+    the roots is refused without opening its target (nor reading a byte of it
+    for a message). The last component is then opened without following a link
+    and without blocking (a FIFO would wait for a writer for ever), and the open
+    file is checked again — a regular file, still inside the roots — so a link
+    swapped in between the check and the open is refused too.
+
+    Args:
+        path: the file.
+        roots: folders it must resolve into.
+        what: how messages name it (never its bytes, never where a link points).
+
+    Returns:
+        The open file (binary, positioned at its start).
+
+    Raises:
+        PathNotAllowedError: it resolves outside every root.
+        ModelNotFoundError: missing, unreadable, or not a regular file.
+    """
+    allowed = [os.path.realpath(r) for r in roots]
+    resolved = require_within(path, allowed, what=what)
+    try:
+        fd = os.open(resolved, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ModelNotFoundError(f"{what} does not exist") from None
+    except OSError as exc:  # ELOOP: the last component became a link after the check
+        raise ModelNotFoundError(f"{what} cannot be opened: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ModelNotFoundError(f"{what} is not a regular file")
+        opened = _opened_path(fd)
+        if opened is not None and not any(Path(opened).is_relative_to(r) for r in allowed):
+            raise PathNotAllowedError(f"{what} is outside the allowed folders")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _opened_path(fd: int) -> str | None:
+    """Where an open file really is (Linux's /proc), or ``None`` where that cannot be asked."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None

@@ -16,6 +16,9 @@ the app overrides values from its command-line flags with ``configure()``.
 | QP_MAX_IMAGE_MB               | 20                       | largest image file read                      |
 | QP_MAX_ACTIVATION_MB          | 512                      | captured activations of one per-layer batch  |
 | QP_MAX_RUN_IMAGES             | 4096                     | most images one per-layer run may take       |
+| QP_MAX_SAMPLES_MB             | 64                       | a samples.npz's arrays, once decompressed    |
+| QP_MAX_DATASET_MB             | 256                      | a test-set file, once decompressed and read  |
+| QP_MAX_UPLOAD_MB              | 20                       | largest file a visitor may upload            |
 | QP_HUB_MAX_FILES              | 32                       | most files one Hub pull takes from a folder  |
 | QP_HUB_MAX_TOTAL_MB           | 1024                     | most bytes one Hub pull downloads            |
 | QP_HUB_PULL_TIMEOUT_S         | 300                      | longest one Hub pull may take (all requests) |
@@ -71,6 +74,9 @@ class Settings:
     max_image_bytes: int = 20 * MB
     max_activation_bytes: int = 512 * MB
     max_run_images: int = 4096
+    max_samples_bytes: int = 64 * MB
+    max_dataset_bytes: int = 256 * MB
+    max_upload_bytes: int = 20 * MB
     hub_max_files: int = 32
     hub_max_total_bytes: int = 1024 * MB
     hub_pull_timeout_s: float = 300.0
@@ -95,6 +101,9 @@ def _from_environment() -> Settings:
         max_image_bytes=_env_bytes("QP_MAX_IMAGE_MB", 20),
         max_activation_bytes=_env_bytes("QP_MAX_ACTIVATION_MB", 512),
         max_run_images=_env_int("QP_MAX_RUN_IMAGES", 4096),
+        max_samples_bytes=_env_bytes("QP_MAX_SAMPLES_MB", 64),
+        max_dataset_bytes=_env_bytes("QP_MAX_DATASET_MB", 256),
+        max_upload_bytes=_env_bytes("QP_MAX_UPLOAD_MB", 20),
         hub_max_files=_env_int("QP_HUB_MAX_FILES", 32),
         hub_max_total_bytes=_env_bytes("QP_HUB_MAX_TOTAL_MB", 1024),
         hub_pull_timeout_s=_env_float("QP_HUB_PULL_TIMEOUT_S", 300.0),

@@ -26,6 +26,7 @@ from gradio_app.common import (
     variants_for,
     whole_number,
 )
+from gradio_app.uploads import RawImage
 from quantcore.evaluate.flips import FlipReport, find_flips
 from quantcore.evaluate.images import image_to_pixels, pixels_to_picture
 from quantcore.evaluate.inputs import FolderInputs, folder_inputs
@@ -223,7 +224,7 @@ def build() -> PredictionsTab:
                 top_k = gr.Slider(1, MAX_TOP_K, value=DEFAULT_TOP_K, step=1, label="Top-k")
                 predict = gr.Button("Predict this sample", variant="primary", elem_id="qp-pred-run")
         with gr.Column(scale=2):
-            upload = gr.Image(label="…or upload an image", type="filepath", sources=["upload", "clipboard"],
+            upload = RawImage(label="…or upload an image", type="filepath", sources=["upload", "clipboard"],
                               height=200, elem_id="qp-pred-upload")  # fmt: skip
             invert = gr.Radio(list(INVERT_CHOICES), value="auto", label="Invert a light background")
     with gr.Row(equal_height=False):
@@ -262,7 +263,7 @@ def wire(page: Page, v: PredictionsTab) -> None:
                         **PRIVATE)  # fmt: skip
 
     source, number = gr.JSON(visible=False), gr.Number(value=0, visible=False)
-    k, image = gr.Number(value=DEFAULT_TOP_K, visible=False), gr.Image(type="filepath", visible=False)
+    k, image = gr.Number(value=DEFAULT_TOP_K, visible=False), RawImage(type="filepath", visible=False)
     choice, limit = gr.Textbox(value="auto", visible=False), gr.Number(value=FLIPS_SHOWN, visible=False)
     out = gr.JSON(visible=False)
     hidden_endpoint(api(predict_api), [source, number, image, k, choice], out, "predict", VIEW_EVENTS)

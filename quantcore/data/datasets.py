@@ -8,20 +8,35 @@ transform in plain data so model files and cards can carry it.
 Sources: Fashion-MNIST as gzipped IDX (Debian's ``dataset-fashion-mnist``),
 CIFAR-10 as a ``cifar-10-batches-py`` folder, and ``samples.npz`` — the
 stratified test subset shipped beside the bundled model.
+
+Every file is opened through ``paths.open_within``: it must resolve inside the
+roots the caller names (by default the folder it is in), so a link to a file
+elsewhere is refused before it is opened. Sizes are checked before anything
+is decompressed: an IDX file by the shape its header declares, a ``.npz`` by
+its members' declared sizes and each array's ``.npy`` header, a CIFAR-10 batch
+by its size on disk (``QP_MAX_DATASET_MB``, ``QP_MAX_SAMPLES_MB``). No error
+message quotes a file's bytes.
 """
 
 from __future__ import annotations
 
 import codecs
 import gzip
+import io
+import math
 import pickle
+import struct
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, BinaryIO, ClassVar, Literal
 
 import numpy as np
 
-from quantcore.errors import DatasetError
+from quantcore import paths, settings
+from quantcore.archives import measure_zip
+from quantcore.errors import DatasetError, ModelNotFoundError
 
 Split = Literal["train", "test"]
 
@@ -48,6 +63,10 @@ _CIFAR10_FILES = {
 }
 
 IMAGE_SHAPE = (3, 32, 32)
+SAMPLE_ARRAYS = ("images", "labels", "label_names")
+NPZ_MAX_MEMBERS = 16  # a samples.npz holds three
+NPY_MAX_HEADER = 10_000  # numpy's own default bound on a .npy header
+Roots = Sequence[Path] | None
 # The model input, described as data: stored in ONNX metadata, checkpoints and cards.
 PREPROCESSING: dict[str, Any] = {
     "input_name": "input",
@@ -102,44 +121,102 @@ def grey_to_rgb32(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(padded[:, None], 3, axis=1))
 
 
-def read_idx_gz(path: Path) -> np.ndarray:
-    """A gzipped IDX file (the MNIST family's format) as a uint8 array of the shape it declares.
+def _open(path: Path, roots: Roots) -> BinaryIO:
+    """``path`` opened for reading if it resolves inside ``roots`` (default: the folder it is in).
 
     Raises:
-        DatasetError: the file is missing, not gzip, or not unsigned-byte IDX of consistent size.
+        PathNotAllowedError: it links outside ``roots``.
+        DatasetError: missing, unreadable or not a regular file.
     """
+    path = Path(path)
     try:
-        with gzip.open(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as exc:
-        raise DatasetError(f"cannot read IDX file {path}: {exc}") from exc
-    # Header: two zero bytes, type code 0x08 (unsigned byte), number of dimensions, then big-endian sizes.
-    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
-        raise DatasetError(f"{path} is not an unsigned-byte IDX file")
-    ndim = raw[3]
-    header_end = 4 + 4 * ndim
-    shape = tuple(int(d) for d in np.frombuffer(raw[4:header_end], dtype=">u4"))
-    if len(raw) - header_end != int(np.prod(shape)):
-        raise DatasetError(f"{path}: header says {shape} but holds {len(raw) - header_end} bytes")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header_end).reshape(shape)
+        return paths.open_within(path, roots if roots is not None else [path.parent], what=path.name)
+    except ModelNotFoundError as exc:
+        raise DatasetError(f"cannot read {exc}") from None
 
 
-def load_fashion_mnist(split: Split, root: Path = FASHION_MNIST_DIR, *, as_stored: bool = False) -> LabelledImages:
+def _megabytes(size: float) -> str:
+    return f"{size / 2**20:,.1f} MB"
+
+
+def read_idx_gz(path: Path, *, roots: Roots = None, max_bytes: int | None = None, grow: float = 1.0) -> np.ndarray:
+    """A gzipped IDX file (the MNIST family's format) as a uint8 array of the shape it declares.
+
+    The header is read first; the body is decompressed only if the declared
+    shape is within ``max_bytes`` — and exactly that many bytes of it.
+
+    Args:
+        path: the ``.gz`` file.
+        roots: folders it must resolve into (default: its own folder).
+        max_bytes: most bytes the data may take (default: ``QP_MAX_DATASET_MB``).
+        grow: how many times larger the caller makes it (the limit applies to that).
+
+    Raises:
+        DatasetError: not gzip, not unsigned-byte IDX of consistent size, or over the limit.
+        PathNotAllowedError, ModelNotFoundError: as ``paths.open_within``.
+    """
+    limit = settings.current().max_dataset_bytes if max_bytes is None else max_bytes
+    name = Path(path).name
+    with _open(path, roots) as raw:
+        try:
+            with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+                # Header: two zero bytes, type code 0x08 (unsigned byte), number of dimensions, then big-endian sizes.
+                head = f.read(4)
+                if len(head) < 4 or head[:3] != b"\x00\x00\x08" or not 1 <= head[3] <= 4:
+                    raise DatasetError(f"{name} is not an unsigned-byte IDX file")
+                dims = f.read(4 * head[3])
+                if len(dims) < 4 * head[3]:
+                    raise DatasetError(f"{name} is not an unsigned-byte IDX file (its header is cut short)")
+                shape = struct.unpack(f">{head[3]}I", dims)
+                size = math.prod(shape)
+                if size * grow > limit:
+                    raise DatasetError(
+                        f"{name} declares {shape}: {_megabytes(size * grow)} once read, over the "
+                        f"{_megabytes(limit)} limit (QP_MAX_DATASET_MB); nothing of it was decompressed"
+                    )
+                body = f.read(size)
+                if len(body) != size or f.read(1):
+                    raise DatasetError(f"{name}: header says {shape} but the file holds a different amount of data")
+        except gzip.BadGzipFile:  # its message quotes the file's first bytes
+            raise DatasetError(f"{name} is not a gzip file") from None
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DatasetError(f"cannot read IDX file {name}: {type(exc).__name__}") from None
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape)
+
+
+def load_fashion_mnist(
+    split: Split, root: Path = FASHION_MNIST_DIR, *, as_stored: bool = False, roots: Roots = None
+) -> LabelledImages:
     """One split of Fashion-MNIST from gzipped IDX files, padded to 32x32 and made 3-channel
     (``as_stored``: the 28x28 grey images as they are, for fitting to any model).
 
+    Args:
+        split: ``"train"`` or ``"test"``.
+        root: the folder of the IDX files.
+        as_stored: keep the images 28x28 grey (N, 1, 28, 28).
+        roots: folders the files must resolve into (default: ``root``).
+
     Raises:
-        DatasetError: a file is missing or malformed, or images and labels disagree.
+        DatasetError: a file is missing, malformed or over ``QP_MAX_DATASET_MB`` (as the images it
+            returns), or images and labels disagree.
+        PathNotAllowedError: a file links outside ``roots``.
     """
     image_file, label_file = _FASHION_MNIST_FILES[split]
-    images = read_idx_gz(Path(root) / image_file)
-    labels = read_idx_gz(Path(root) / label_file)
+    roots = roots if roots is not None else [Path(root)]
+    # 28x28 grey images may become 3x32x32: the limit is on what they become.
+    grow = 1.0 if as_stored else math.prod(IMAGE_SHAPE) / (28 * 28)
+    images = read_idx_gz(Path(root) / image_file, roots=roots, grow=grow)
+    labels = read_idx_gz(Path(root) / label_file, roots=roots, grow=8.0)  # int64 labels
     if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.ndim != 1:
         raise DatasetError(
             f"{root}: expected (N, 28, 28) images and (N,) labels, got {images.shape} and {labels.shape}"
         )
     shaped = images[:, None] if as_stored else grey_to_rgb32(images)
     return LabelledImages(shaped, labels.astype(np.int64), FASHION_MNIST_LABELS)
+
+
+class _Refused(pickle.UnpicklingError):
+    """The unpickler refused a global: the message is ours, naming what the file asked for."""
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
@@ -166,19 +243,23 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         try:
             return self._ALLOWED[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}") from None
+            raise _Refused(f"refusing to load {module}.{name}"[:200]) from None
 
 
-def _read_cifar_pickle(path: Path) -> dict[Any, Any]:
+def _read_cifar_pickle(path: Path, roots: Roots) -> dict[Any, Any]:
+    limit = settings.current().max_dataset_bytes
+    with _open(path, roots) as f:
+        raw = f.read(limit + 1)
+    if len(raw) > limit:
+        raise DatasetError(f"{path.name} is over the {_megabytes(limit)} limit (QP_MAX_DATASET_MB)")
     try:
-        with open(path, "rb") as f:
-            content = _ArrayOnlyUnpickler(f, encoding="bytes").load()
-    except OSError as exc:
-        raise DatasetError(f"cannot read CIFAR-10 file {path}: {exc}") from exc
-    except Exception as exc:  # a hostile or corrupt pickle can raise almost anything
-        raise DatasetError(f"{path} is not a CIFAR-10 python batch: {exc}") from exc
+        content = _ArrayOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except _Refused as exc:
+        raise DatasetError(f"{path.name} is not a CIFAR-10 python batch: {exc}") from None
+    except Exception as exc:  # a hostile or corrupt pickle can raise almost anything; its text may quote bytes
+        raise DatasetError(f"{path.name} is not a CIFAR-10 python batch ({type(exc).__name__})") from None
     if not isinstance(content, dict):
-        raise DatasetError(f"{path} is not a CIFAR-10 python batch (holds {type(content).__name__})")
+        raise DatasetError(f"{path.name} is not a CIFAR-10 python batch (holds {type(content).__name__})")
     return content
 
 
@@ -186,27 +267,44 @@ def _text(value: bytes | str) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def load_cifar10(folder: Path, split: Split) -> LabelledImages:
+def load_cifar10(folder: Path, split: Split, *, roots: Roots = None) -> LabelledImages:
     """One split of CIFAR-10 from a standard ``cifar-10-batches-py`` folder.
 
     The batch files are pickles; they are read with an unpickler that only
-    rebuilds numpy arrays and plain containers, never arbitrary classes.
+    rebuilds numpy arrays and plain containers, never arbitrary classes, and
+    only when the file is within ``QP_MAX_DATASET_MB``.
+
+    Args:
+        folder: the ``cifar-10-batches-py`` folder.
+        split: ``"train"`` or ``"test"``.
+        roots: folders the files must resolve into (default: ``folder``).
 
     Raises:
-        DatasetError: a file is missing, refused by the unpickler, or malformed.
+        DatasetError: a file is missing, over the limit, refused by the unpickler, or malformed.
+        PathNotAllowedError: a file links outside ``roots``.
     """
     folder = Path(folder)
-    meta = _read_cifar_pickle(folder / "batches.meta")
+    roots = roots if roots is not None else [folder]
+    meta = _read_cifar_pickle(folder / "batches.meta", roots)
     names = meta.get(b"label_names", meta.get("label_names"))
-    if not isinstance(names, list) or not names:
-        raise DatasetError(f"{folder / 'batches.meta'} has no label_names")
+    if not isinstance(names, list) or not names or len(names) > 10_000:
+        raise DatasetError("batches.meta has no label_names")
     images, labels = [], []
     for name in _CIFAR10_FILES[split]:
-        batch = _read_cifar_pickle(folder / name)
-        data = np.asarray(batch.get(b"data", batch.get("data")))
-        batch_labels = np.asarray(batch.get(b"labels", batch.get("labels")))
-        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or batch_labels.shape != (len(data),):
-            raise DatasetError(f"{folder / name}: expected uint8 data (N, 3072) and N labels")
+        batch = _read_cifar_pickle(folder / name, roots)
+        data = batch.get(b"data", batch.get("data"))
+        batch_labels = batch.get(b"labels", batch.get("labels"))
+        # An array, and as many labels: never np.asarray over whatever the pickle built (a list of a
+        # million references to one array is a few bytes of pickle and gigabytes of array).
+        if (
+            not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072
+            or not (isinstance(batch_labels, list) or (isinstance(batch_labels, np.ndarray) and batch_labels.ndim == 1))
+            or len(batch_labels) != len(data)
+        ):  # fmt: skip
+            raise DatasetError(f"{name}: expected uint8 data (N, 3072) and N labels")
+        batch_labels = np.asarray(batch_labels)
+        if batch_labels.shape != (len(data),) or not np.issubdtype(batch_labels.dtype, np.integer):
+            raise DatasetError(f"{name}: expected uint8 data (N, 3072) and N labels")
         images.append(data.reshape(-1, *IMAGE_SHAPE))  # rows are 1024 R, then G, then B values
         labels.append(batch_labels.astype(np.int64))
     return LabelledImages(np.concatenate(images), np.concatenate(labels), tuple(_text(n) for n in names))
@@ -217,19 +315,75 @@ def save_samples(path: Path, data: LabelledImages) -> None:
     np.savez_compressed(path, images=data.images, labels=data.labels, label_names=np.array(data.label_names))
 
 
-def load_samples(path: Path) -> LabelledImages:
+def _npy_bytes(handle: BinaryIO, member: str, what: str) -> tuple[int, tuple[int, ...], np.dtype]:
+    """The bytes a ``.npy`` member will take once loaded, from its header (nothing else is inflated)."""
+    try:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle, max_header_size=NPY_MAX_HEADER)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle, max_header_size=NPY_MAX_HEADER)
+        else:
+            raise DatasetError(f"{what}: {member} is in a .npy format version this reader does not take")
+    except DatasetError:
+        raise
+    except Exception as exc:  # numpy raises ValueError/SyntaxError on bad headers
+        raise DatasetError(f"{what}: {member} has no readable .npy header ({type(exc).__name__})") from None
+    if dtype.hasobject:
+        raise DatasetError(f"{what}: {member} holds Python objects (pickles), which are not loaded")
+    return math.prod(shape) * dtype.itemsize, shape, dtype
+
+
+def load_samples(path: Path, *, roots: Roots = None, max_bytes: int | None = None) -> LabelledImages:
     """Read a ``samples.npz`` written by ``save_samples`` (no pickled objects are allowed).
 
+    Before any array is loaded, the archive's member count and declared sizes,
+    then each array's ``.npy`` header (shape x dtype), are checked against
+    ``max_bytes``: a few kilobytes claiming a million images are refused unread.
+
+    Args:
+        path: the ``.npz`` file.
+        roots: folders it must resolve into (default: its own folder).
+        max_bytes: most bytes the arrays may take (default: ``QP_MAX_SAMPLES_MB``).
+
     Raises:
-        DatasetError: the file is missing, not an npz, or lacks one of the three arrays.
+        DatasetError: not an npz, over the limit, or lacking one of the three arrays.
+        PathNotAllowedError, ModelNotFoundError: as ``paths.open_within``.
     """
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return LabelledImages(
-                npz["images"], npz["labels"].astype(np.int64), tuple(str(n) for n in npz["label_names"])
-            )
-    except (OSError, KeyError, ValueError) as exc:
-        raise DatasetError(f"cannot read samples file {path}: {exc}") from exc
+    import zipfile
+
+    limit = settings.current().max_samples_bytes if max_bytes is None else max_bytes
+    name = Path(path).name
+    with _open(path, roots) as handle:
+        # The archive's own records first: how many members, and how much they inflate to.
+        measured = measure_zip(handle, max_members=NPZ_MAX_MEMBERS, max_bytes=limit + 64 * 1024, what=name,
+                               error=DatasetError, setting="QP_MAX_SAMPLES_MB")  # fmt: skip
+        if measured is None:
+            raise DatasetError(f"cannot read samples file {name}: not an npz archive")
+        missing = [key for key in SAMPLE_ARRAYS if f"{key}.npy" not in measured.sizes]
+        if missing:
+            raise DatasetError(f"cannot read samples file {name}: it has no {', '.join(missing)}")
+        total = 0
+        with zipfile.ZipFile(handle) as archive:
+            for key in SAMPLE_ARRAYS:
+                with archive.open(f"{key}.npy") as member:
+                    size, shape, dtype = _npy_bytes(member, f"{key}.npy", name)
+                if size > limit - total:
+                    raise DatasetError(
+                        f"{name}: {key}.npy declares {shape} {dtype}: {_megabytes(size)}, over the "
+                        f"{_megabytes(limit)} limit (QP_MAX_SAMPLES_MB); nothing of it was loaded"
+                    )
+                total += size
+        handle.seek(0)
+        try:
+            with np.load(handle, allow_pickle=False) as npz:
+                return LabelledImages(
+                    npz["images"], npz["labels"].astype(np.int64), tuple(str(n) for n in npz["label_names"])
+                )
+        except DatasetError:
+            raise
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise DatasetError(f"cannot read samples file {name}: {type(exc).__name__}") from None
 
 
 def stratified_split(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -107,9 +107,10 @@ def read_test_set(folder: str | os.PathLike[str]) -> tuple[datasets.LabelledImag
     cifar_batches = tuple(sorted(p.name for p in resolved.glob("data_batch_*")))  # not read; only the test split
 
     def load() -> datasets.LabelledImages:
+        # Every file too must resolve inside the allowed roots, not just its folder.
         if kind is TestSetKind.FASHION_MNIST:
-            return datasets.load_fashion_mnist("test", resolved, as_stored=True)
-        return datasets.load_cifar10(resolved, "test")
+            return datasets.load_fashion_mnist("test", resolved, as_stored=True, roots=data_roots())
+        return datasets.load_cifar10(resolved, "test", roots=data_roots())
 
     data, _ = _TEST_SETS.get(str(resolved), (kind, stats, cifar_batches), load)
     description = f"{kind} test split, {len(data):,} images ({resolved.name})"

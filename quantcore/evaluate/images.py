@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from typing import Any
 
@@ -14,11 +15,26 @@ from quantcore.errors import InvalidImageError
 from quantcore.evaluate.inputs import InputSpec
 
 
+def apply_pixel_limit() -> int:
+    """Set Pillow's own decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) to ``QP_MAX_IMAGE_PIXELS``.
+
+    Every Pillow open in the process then refuses what this module would: Pillow
+    warns above the limit and raises above twice it, whoever opens the file.
+
+    Returns:
+        The limit now in force.
+    """
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = settings.current().max_image_pixels
+    return Image.MAX_IMAGE_PIXELS
+
+
 def _open_limited(source: str | os.PathLike[str] | bytes) -> tuple[Any, str]:
     from PIL import Image
 
     # An upload is decoded only when small enough to be a photo, never a decompression bomb.
-    max_bytes, max_pixels = settings.current().max_image_bytes, settings.current().max_image_pixels
+    max_bytes, max_pixels = settings.current().max_image_bytes, apply_pixel_limit()
     if isinstance(source, bytes):
         raw = source
     else:
@@ -35,14 +51,22 @@ def _open_limited(source: str | os.PathLike[str] | bytes) -> tuple[Any, str]:
             image = Image.open(io.BytesIO(raw))
             width, height = image.size
             if width * height > max_pixels:
-                raise InvalidImageError(f"the image is {width}x{height}: over {max_pixels:,} pixels")
+                raise InvalidImageError(
+                    f"the image is {width}x{height}, over {max_pixels:,} pixels (QP_MAX_IMAGE_PIXELS): "
+                    "too large to decode safely"
+                )
             described = f"uploaded {image.format or 'image'} {width}x{height}"
             image.draft("RGB", (1024, 1024))  # JPEG: decode at a reduced scale, we only need 32x32
             image.load()
     except InvalidImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InvalidImageError(f"the image is too large to decode: {exc}") from None
+        # Pillow refuses at its own open, before our size check: say the same thing in our words.
+        found = re.search(r"Image size \((\d+) pixels\)", str(exc))
+        size = f"{int(found[1]):,} pixels" if found else "too many pixels"
+        raise InvalidImageError(
+            f"the image has {size}, over {max_pixels:,} pixels (QP_MAX_IMAGE_PIXELS): too large to decode safely"
+        ) from None
     except Exception as exc:  # Pillow raises many types on bad bytes
         raise InvalidImageError(f"not an image Pillow can read ({type(exc).__name__})") from None
     return image, described

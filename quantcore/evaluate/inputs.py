@@ -248,7 +248,7 @@ def folder_samples(variants: ModelVariants, spec: InputSpec) -> tuple[SampleSet 
         return None, [f"no {SAMPLES_NAME} in this folder"]
     try:
         stat = path.stat()
-        data = datasets.load_samples(path)
+        data = datasets.load_samples(path, roots=[variants.confine_root])
     except (DatasetError, OSError) as exc:
         return None, [f"{SAMPLES_NAME} unreadable: {exc}"]
     samples, notes = make_samples(data, spec, SAMPLES_NAME, ("samples", str(path), stat.st_size, stat.st_mtime_ns))

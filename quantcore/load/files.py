@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quantcore import settings
+from quantcore.archives import measure_zip
 from quantcore.errors import (
     InvalidModelError,
     MissingDependencyError,
@@ -47,6 +48,8 @@ OPT_IN_HINT = (
     f"start the app with --trust-remote-models (or set {settings.TRUST_REMOTE_ENV}=1) "
     "only if you trust whoever published this file"
 )
+# One record per tensor storage plus a few: far more than any model here has.
+TORCH_MAX_MEMBERS = 65_000
 # Keys under which converters commonly nest a state_dict or a whole module.
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net")
 
@@ -268,9 +271,29 @@ def _load_torch(path: Path, *, trusted: bool) -> LoadedTorchModel:
     return LoadedTorchModel(_module_from_checkpoint(path, checkpoint), Storage.STATE_DICT)
 
 
+def check_archive(path: Path, *, max_bytes: int | None = None) -> None:
+    """Refuse a ``torch.save`` / TorchScript zip that would inflate past the cap, before torch opens it.
+
+    ``check_file`` caps the bytes on disk; a zip's members may be deflated, so
+    a megabyte can hold a gigabyte that ``torch.load`` would inflate. The
+    members' declared sizes (what torch's reader allocates and holds them to)
+    count against the same cap. Legacy (non-zip) files are not compressed.
+
+    Raises:
+        ModelTooLargeError: more than ``TORCH_MAX_MEMBERS`` members, or over the cap once inflated.
+    """
+    limit = settings.current().max_model_bytes if max_bytes is None else max_bytes
+    with open(path, "rb") as handle:
+        measure_zip(
+            handle, max_members=TORCH_MAX_MEMBERS, max_bytes=limit, what=path.name, error=ModelTooLargeError,
+            setting="QP_MAX_MODEL_MB",
+        )  # fmt: skip
+
+
 def load_torch_file(path: Path, *, trusted: bool, max_bytes: int | None = None) -> LoadedTorchModel:
     """Like ``load_pytorch_model`` but also says how the file was stored."""
     check_file(path, max_bytes=max_bytes)
+    check_archive(path, max_bytes=max_bytes)
     try:
         loaded = _load_torch(path, trusted=trusted)
     except QuantcoreError:
@@ -294,7 +317,8 @@ def load_pytorch_model(
         max_bytes: size cap (default: the configured cap).
 
     Raises:
-        ModelNotFoundError, ModelTooLargeError, InvalidModelError,
+        ModelNotFoundError, InvalidModelError,
+        ModelTooLargeError: over the cap on disk, or once its zip members are inflated.
         UnsafeModelError: TorchScript or pickle from an untrusted source.
         MissingDependencyError: the pickle needs a package that is not installed.
     """
@@ -324,6 +348,7 @@ __all__ = [
     "LoadedTorchModel",
     "PathNotAllowedError",
     "Storage",
+    "check_archive",
     "check_file",
     "detect_storage",
     "load_onnx_model",

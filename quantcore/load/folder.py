@@ -133,6 +133,11 @@ class ModelVariants(Mapping[str, Any]):
         """The folder's ``model_card.json`` (empty when it has none), read when the folder loaded."""
         return MappingProxyType(self.loaded.card)
 
+    @property
+    def confine_root(self) -> Path:
+        """The folder every file of this load must resolve into (a pull's: its repo cache)."""
+        return Path(os.path.realpath(self.loaded.confine_to or self.folder))
+
     def sidecar(self, name: str) -> Path | None:
         """``folder/name`` if it is a regular file resolving inside the folder's confines, else ``None``."""
         path = self.folder / name
