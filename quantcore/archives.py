@@ -35,6 +35,12 @@ class ArchiveSize:
         return sum(self.sizes.values())
 
 
+def _limit(size: int) -> str:
+    """512 MB as "512", a limit under 10 MB as "0.191" rather than "0"."""
+    megabytes = size / 2**20
+    return f"{megabytes:,.0f}" if megabytes >= 10 else f"{megabytes:.3g}"
+
+
 def _member_count(handle: BinaryIO) -> tuple[int, int] | None:
     """``(members, central directory bytes)`` from the end record, or ``None`` if there is none (not a zip)."""
     end = handle.seek(0, os.SEEK_END)
@@ -96,6 +102,6 @@ def measure_zip(
     if total > max_bytes:
         raise error(
             f"{what} would inflate to {total / 2**20:,.1f} MB (from {on_disk / 2**20:,.2f} MB on disk), "
-            f"over the {max_bytes / 2**20:,.0f} MB limit ({setting})"
+            f"over the {_limit(max_bytes)} MB limit ({setting})"
         )
     return ArchiveSize(sizes)

@@ -24,6 +24,7 @@ import shutil
 import sys
 import sysconfig
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -369,7 +370,13 @@ def test_file_over_the_size_cap_is_not_opened(arena: Arena, record_property: Cal
     for key, name in (("onnx_float", "tiny.onnx"), ("pytorch_float", "tiny.pt")):
         assert answer.summary["variants"][key]["error"] == f"{name}: 0.3 MB is over the 0.191 MB limit"
         assert not [p for p in answer.opened if p.endswith(f"/over-cap/{name}")], "an over-cap file was opened"
-    assert loaded(answer.summary) == {"onnx_int8", "onnx_uint8", "pytorch_int8"}
+    # The TorchScript int8 file is under the cap on disk, but deflates parts of itself (its debug records, whose
+    # size varies with where it was built): the cap holds once inflated.
+    with zipfile.ZipFile(folder / "tiny_int8.pt") as archive:
+        inflated = sum(info.file_size for info in archive.infolist())
+    if inflated > 200_000:
+        assert "tiny_int8.pt would inflate to" in answer.summary["variants"]["pytorch_int8"]["error"]
+    assert loaded(answer.summary) == {"onnx_int8", "onnx_uint8"} | ({"pytorch_int8"} if inflated <= 200_000 else set())
     assert answer.status.startswith(WARNING) and "over the 0\\.191 MB limit" in answer.status
     assert_held(arena, answer)
 
