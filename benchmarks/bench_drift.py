@@ -1,6 +1,7 @@
 """Per-layer SQNR vs plain inference of the same images through every variant, and its memory at two N.
 
     python benchmarks/bench_drift.py [--folder models/resnet8] [--images 256] [--repeats 5] [--memory 256 1024]
+                                     [--large-images 256] [--budget-mb 64]
 
 Time: in one process, alternately, (a) plain inference — each loaded
 variant's predictor (``quantcore.evaluate``, as the app runs it) over the N
@@ -12,6 +13,12 @@ Memory: for each N, a fresh process warms up on 32 images, then runs
 ``layer_drift`` on N generated images while a thread samples its resident
 memory; the growth over the pre-run RSS, and tracemalloc's peak of Python and
 numpy allocations, must not grow with N (1,024 within 20 % or 8 MB of 256).
+
+A 224x224 model (a small CNN built here, exported and quantized S8S8 and
+U8S8 by onnxruntime): the same time comparison over ``--large-images``
+generated images, target <= 1.5; and one run in a fresh process with
+``QP_MAX_ACTIVATION_MB=--budget-mb``, where the batch shrinks to fit the
+budget and the peak RSS growth must stay within the budget + 20 %.
 
 Without a complete ``--folder`` the five tiny test variants are built in a
 temp dir (said so in the output). Exits non-zero when a target is missed.
@@ -42,13 +49,20 @@ from common import model_folder  # noqa: E402
 import quantcore  # noqa: E402
 from quantcore import settings  # noqa: E402
 from quantcore.backends import predictor_for  # noqa: E402
-from quantcore.evaluate.inputs import generated_inputs, input_spec, sample_inputs  # noqa: E402
+from quantcore.evaluate.inputs import (  # noqa: E402
+    generated_inputs,
+    input_spec,
+    sample_inputs,
+    to_model_input,
+    variant_spec,
+)
 from quantcore.inspect.drift import layer_drift  # noqa: E402
 from quantcore.inspect.layer_table import build_layer_table  # noqa: E402
 
 logger = logging.getLogger("bench_drift")
 
 TIME_TARGET = 3.0
+LARGE_TIME_TARGET = 1.5
 MEMORY_TOLERANCE = (1.2, 8.0)  # ratio, or MB: whichever is looser
 BATCH_SIZE = 32
 
@@ -70,13 +84,15 @@ def time_ratio(folder: Path, images: int, repeats: int) -> dict[str, Any]:
     variants = _load(folder)
     loaded = [k for k in quantcore.VariantKey if variants[k] is not None]
     predictors = {k: predictor_for(variants[k]) for k in loaded}
+    specs = {k: variant_spec(variants, k) for k in loaded}
     inputs, notes = sample_inputs(variants, input_spec(variants), images=images)
     table = build_layer_table(variants)
 
     def plain() -> None:
-        for predict in predictors.values():
+        # The same work the app does to feed a variant: its own input of the pixels, a batch at a time.
+        for key, predict in predictors.items():
             for batch, _ in inputs.batches(BATCH_SIZE):
-                predict(batch)
+                predict(to_model_input(batch, specs[key]))
 
     def drift() -> None:
         layer_drift(variants, table=table, inputs=inputs, batch_size=BATCH_SIZE)
@@ -126,6 +142,7 @@ def memory_child(folder: Path, images: int) -> dict[str, Any]:
     tracemalloc.start()
     report = layer_drift(variants, table=table, inputs=generated_inputs(spec, images, seed=1),
                          batch_size=BATCH_SIZE)  # fmt: skip
+    batch = report.batch_size
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     done.set()
@@ -135,18 +152,56 @@ def memory_child(folder: Path, images: int) -> dict[str, Any]:
         "rss_before_mb": round(before, 1),
         "rss_growth_mb": round(max(peak[0], _rss_mb()) - before, 1),
         "traced_peak_mb": round(traced_peak / 2**20, 2),
+        "batch_size": batch,
     }
 
 
-def memory(folder: Path, counts: list[int]) -> list[dict[str, Any]]:
+def memory(folder: Path, counts: list[int], budget_mb: int | None = None) -> list[dict[str, Any]]:
     results = []
+    env = {**os.environ, **({"QP_MAX_ACTIVATION_MB": str(budget_mb)} if budget_mb else {})}
     for count in counts:
         out = subprocess.run(
             [sys.executable, __file__, "--child", str(count), "--folder", str(folder)],
-            check=True, capture_output=True, text=True,
+            check=True, capture_output=True, text=True, env=env,
         )  # fmt: skip
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     return results
+
+
+# ---------------------------------------------------------- a 224x224 model
+
+
+def build_large_model(folder: Path) -> Path:
+    """A small CNN at 224x224 (as edge vision models are), exported to ONNX and quantized S8S8 and U8S8."""
+    import numpy as np
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from torch import nn
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for ins, outs, stride in ((3, 16, 2), (16, 32, 2), (32, 64, 2), (64, 128, 2), (128, 128, 1)):
+        layers += [nn.Conv2d(ins, outs, 3, stride, 1), nn.BatchNorm2d(outs), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10)).eval()
+    float_path = folder / "large224.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), str(float_path), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}})  # fmt: skip
+    rng = np.random.default_rng(0)
+    calibration = [rng.integers(0, 256, (1, 3, 224, 224)).astype(np.float32) / 255 for _ in range(16)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter({"input": x} for x in calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    for name, activation in (("large224_int8.onnx", QuantType.QInt8), ("large224_uint8.onnx", QuantType.QUInt8)):
+        quantize_static(str(float_path), str(folder / name), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=activation, weight_type=QuantType.QInt8)  # fmt: skip
+    return folder
 
 
 def _within(small: float, large: float) -> bool:
@@ -160,6 +215,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--memory", type=int, nargs="*", default=[256, 1024])
+    parser.add_argument("--large-images", type=int, default=256, help="images for the 224x224 model (0: skip it)")
+    parser.add_argument("--budget-mb", type=int, default=64, help="QP_MAX_ACTIVATION_MB for the 224x224 memory run")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -191,8 +248,29 @@ def main() -> None:
             )
             print(f"memory N={large['images']} vs N={small['images']}: "
                   f"{'independent of N -> OK' if memory_ok else 'GROWS with N'}")  # fmt: skip
-    if not (time_ok and memory_ok):
+        large_ok = True
+        if args.large_images:
+            large_ok = large_model(Path(scratch) / "large224", args.large_images, args.repeats, args.budget_mb)
+    if not (time_ok and memory_ok and large_ok):
         raise SystemExit(1)
+
+
+def large_model(folder: Path, images: int, repeats: int, budget_mb: int) -> bool:
+    """The 224x224 model: time against plain inference, and peak RSS growth against the activation budget."""
+    build_large_model(folder)
+    timing = time_ratio(folder, images, repeats)
+    print(f"224x224 model ({', '.join(timing['variants'])}), {timing['images']} images from {timing['source']}:")
+    print(f"  plain inference median {timing['plain_median']:.3f} s, per-layer SQNR median "
+          f"{timing['drift_median']:.3f} s")  # fmt: skip
+    time_ok = timing["ratio"] <= LARGE_TIME_TARGET
+    print(f"  ratio SQNR / plain = {timing['ratio']:.2f} (target <= {LARGE_TIME_TARGET}) -> "
+          f"{'OK' if time_ok else 'OVER'}")  # fmt: skip
+    row = memory(folder, [images], budget_mb)[0]
+    limit = budget_mb * 1.2
+    memory_ok = row["rss_growth_mb"] <= limit
+    print(f"  QP_MAX_ACTIVATION_MB={budget_mb}: batches of {row['batch_size']}, RSS growth {row['rss_growth_mb']} MB "
+          f"(budget + 20 % = {limit:.0f} MB) -> {'OK' if memory_ok else 'OVER'}")  # fmt: skip
+    return time_ok and memory_ok
 
 
 if __name__ == "__main__":
