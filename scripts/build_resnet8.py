@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import logging
-import math
 import os
-import platform
 import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +35,6 @@ import numpy as np
 import onnx
 import onnxruntime
 import torch
-import torch.nn.functional as F
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -48,186 +44,38 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from quantcore import evaluate
-from quantcore.backends import predictor_for
 from quantcore.data import datasets
-from quantcore.data.datasets import LabelledImages
 from quantcore.errors import DatasetError
-from quantcore.load import CARD_NAME, SAMPLES_NAME, load_onnx_model, load_pytorch_model
-from quantcore.models.resnet8 import build_resnet8
-from quantcore.settings import PROJECT_ROOT
+from quantcore.load import CARD_NAME, SAMPLES_NAME
+from scripts.resnet8_measure import (
+    BENCH_ROUNDS,
+    BENCH_WARMUP,
+    COMMANDS,
+    DEFAULT_OUT,
+    FLOAT_REFERENCE,
+    INPUT_NAME,
+    OPSET,
+    OUTPUT_NAME,
+    STEM,
+    THREADS,
+    VARIANT_FILES,
+    cpu_model,
+    fastest_variants,
+    measure_folder,
+    parameter_counts,
+    readme_text,
+    targets_met,
+)
+from scripts.resnet8_train import (
+    TrainConfig,
+    draw_rng,
+    limit_per_class,
+    load_source,
+    preprocessing_of,
+    train,
+)
 
 log = logging.getLogger(__name__)
-
-STEM = "resnet8"
-DEFAULT_OUT = PROJECT_ROOT / "models" / STEM
-VARIANT_FILES = {
-    "onnx_float": f"{STEM}.onnx",
-    "onnx_int8": f"{STEM}_int8.onnx",
-    "onnx_uint8": f"{STEM}_uint8.onnx",
-    "pytorch_float": f"{STEM}.pt",
-    "pytorch_int8": f"{STEM}_int8.pt",
-}
-QUANTIZED = ("onnx_int8", "onnx_uint8", "pytorch_int8")
-FLOAT_REFERENCE = "onnx_float"  # the model ORT quantized: what "agreement with float" compares to
-THREADS = 2
-BENCH_BATCH_SIZES = (1, 64)
-BENCH_ROUNDS, BENCH_WARMUP = 5, 2  # variants take turns in 5 blocks, each after 2 untimed runs
-OPSET = 17
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
-TARGET_FLOAT_ACCURACY = 0.90
-TARGET_MAX_DROP_POINTS = 1.0
-COMMANDS = {
-    "build": "python -m scripts.build_resnet8",
-    "evaluate": "python -m scripts.build_resnet8 --evaluate-only",
-}
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """The data a build draws on, and what the card should say about it."""
-
-    name: str
-    licence: str
-    origin: str
-    pixels: str  # how the stored images became 3x32x32 uint8
-    load: Callable[[datasets.Split], LabelledImages]  # read on demand: --evaluate-only needs no train split
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    seed: int = 0
-    epochs: int = 10
-    batch_size: int = 128
-    max_lr: float = 4e-3
-    weight_decay: float = 5e-4
-    warmup_fraction: float = 0.2
-    shift_pixels: int = 2
-    hflip: bool = True
-
-
-# ---------------------------------------------------------------- data
-
-
-FASHION_MNIST_PIXELS = "28x28 grey zero-padded by 2 px on every side to 32x32, repeated to 3 identical channels"
-
-
-def load_source(args: argparse.Namespace) -> DataSource:
-    """The train/test data named on the command line (Fashion-MNIST unless told otherwise)."""
-    if args.cifar10:
-        return DataSource(
-            name="CIFAR-10",
-            licence="no licence stated by its authors; see https://www.cs.toronto.edu/~kriz/cifar.html",
-            origin=f"cifar-10-batches-py folder {args.cifar10}",
-            pixels="32x32 RGB as stored",
-            load=lambda split: datasets.load_cifar10(args.cifar10, split),
-        )
-    if args.from_samples:
-        # For smoke builds where Debian's package is absent: split the shipped subset in two.
-        subset = datasets.load_samples(args.from_samples)
-        per_class = int(np.bincount(subset.labels).min()) // 2
-        train_idx, test_idx = datasets.stratified_split(subset.labels, per_class, _rng(args.seed, "split"))
-        halves = {"train": train_idx, "test": test_idx}
-        return DataSource(
-            name="Fashion-MNIST (samples subset)",
-            licence="MIT",
-            origin=f"{args.from_samples}, split in two stratified halves",
-            pixels=FASHION_MNIST_PIXELS,
-            load=lambda split: subset.take(halves[split]),
-        )
-    root = Path(args.fashion_mnist)
-    return DataSource(
-        name="Fashion-MNIST",
-        licence="MIT",
-        origin=f"Debian package dataset-fashion-mnist ({root})",
-        pixels=FASHION_MNIST_PIXELS,
-        load=lambda split: datasets.load_fashion_mnist(split, root),
-    )
-
-
-_DRAWS = ("train", "test", "samples", "calibration", "split")
-
-
-def _rng(seed: int, draw: str) -> np.random.Generator:
-    # One stream per draw, so --evaluate-only can redo the test draw alone.
-    return np.random.default_rng([seed, _DRAWS.index(draw)])
-
-
-def _limit(data: LabelledImages, per_class: int | None, seed: int, draw: str) -> LabelledImages:
-    if per_class is None:
-        return data
-    picked, _ = datasets.stratified_split(data.labels, per_class, _rng(seed, draw))
-    return data.take(picked)
-
-
-def _preprocessing(source: DataSource) -> dict[str, Any]:
-    return {**datasets.PREPROCESSING, "pixels": source.pixels}
-
-
-# ---------------------------------------------------------------- training
-
-
-def _augment(images: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
-    # Random shifts with zero fill (a padded random crop) and left-right flips: clothes stay clothes.
-    s = config.shift_pixels
-    if s:
-        padded = F.pad(images, (s, s, s, s))
-        offsets = torch.randint(0, 2 * s + 1, (len(images), 2), generator=generator).tolist()
-        images = torch.stack([padded[i, :, dy : dy + 32, dx : dx + 32] for i, (dy, dx) in enumerate(offsets)])
-    if config.hflip:
-        flip = torch.rand(len(images), generator=generator) < 0.5
-        images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-    return images
-
-
-def train(data: LabelledImages, config: TrainConfig) -> tuple[torch.nn.Module, list[dict[str, float]]]:
-    """A ResNet8 trained on ``data`` with AdamW and a one-cycle schedule; returns it and per-epoch stats."""
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    model = build_resnet8()
-    images, labels = torch.from_numpy(data.images), torch.from_numpy(data.labels)
-    steps_per_epoch = math.ceil(len(data) / config.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.max_lr, weight_decay=config.weight_decay)
-    total_steps = config.epochs * steps_per_epoch
-    warmup = config.warmup_fraction
-    if math.isclose(warmup * total_steps, 1.0):  # OneCycleLR divides by (warm-up steps - 1): smoke runs only
-        warmup = 1.5 / total_steps
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.max_lr, total_steps=total_steps, pct_start=warmup)
-    history = []
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        start, loss_sum, correct = time.perf_counter(), 0.0, 0
-        order = torch.randperm(len(data), generator=generator)
-        for first in range(0, len(data), config.batch_size):
-            idx = order[first : first + config.batch_size]
-            x = _augment(images[idx], config, generator).float().div_(255.0)  # == datasets.preprocess
-            logits = model(x)
-            loss = F.cross_entropy(logits, labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            loss_sum += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == labels[idx]).sum())
-        stats = {
-            "epoch": epoch,
-            "train_loss": round(loss_sum / len(data), 4),
-            "train_accuracy": round(correct / len(data), 4),
-            "seconds": round(time.perf_counter() - start, 1),
-        }
-        history.append(stats)
-        log.info(
-            "epoch %d/%d  loss %.4f  train acc %.4f  %.0f s",
-            epoch,
-            config.epochs,
-            stats["train_loss"],
-            stats["train_accuracy"],
-            stats["seconds"],
-        )
-    return model.eval(), history
-
-
-# ---------------------------------------------------------------- writing the variants
 
 
 def _onnx_metadata(model: onnx.ModelProto, metadata: dict[str, Any]) -> None:
@@ -328,163 +176,21 @@ def save_torch_int8(model: torch.nn.Module, path: Path, calibration: np.ndarray,
 # ---------------------------------------------------------------- measuring
 
 
-def load_written(folder: Path) -> dict[str, Any]:
-    """Every variant file in ``folder`` read back through quantcore's loaders, as a user would load it."""
-    return {
-        key: (load_onnx_model if name.endswith(".onnx") else load_pytorch_model)(folder / name)
-        for key, name in VARIANT_FILES.items()
-    }
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _scores(logits: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
-    correct = int(np.sum(np.argmax(logits, axis=1) == labels))
-    return {
-        "images": len(labels),
-        "correct": correct,
-        "accuracy": round(correct / len(labels), 4) if len(labels) else 0.0,
-        "agreement_with_float": round(evaluate.agreement(logits, reference), 4),
-    }
-
-
-def measure_folder(folder: Path, test: LabelledImages, samples: LabelledImages, runs: int) -> dict[str, Any]:
-    """Accuracy (test set and samples), agreement with float, and speed of every variant file in ``folder``."""
-    variants = load_written(folder)
-    test_x, samples_x = datasets.preprocess(test.images), datasets.preprocess(samples.images)
-    predictors = {key: predictor_for(v, threads=THREADS) for key, v in variants.items()}
-    test_logits = {k: evaluate.predict_logits(p, test_x) for k, p in predictors.items()}
-    samples_logits = {k: evaluate.predict_logits(p, samples_x) for k, p in predictors.items()}
-    speeds = {
-        f"batch_{b}": evaluate.compare_throughput(
-            predictors, samples_x, batch_size=b, runs=runs, rounds=min(BENCH_ROUNDS, runs), warmup_runs=BENCH_WARMUP
-        )
-        for b in BENCH_BATCH_SIZES
-    }
-    results: dict[str, Any] = {}
-    for key in predictors:
-        path = folder / VARIANT_FILES[key]
-        speed = {batch: round(by_key[key].best_images_per_second, 1) for batch, by_key in speeds.items()}
-        median_speed = {batch: round(by_key[key].images_per_second, 1) for batch, by_key in speeds.items()}
-        results[key] = {
-            "file": path.name,
-            "bytes": path.stat().st_size,
-            "sha256": _sha256(path),
-            "test": _scores(test_logits[key], test.labels, test_logits[FLOAT_REFERENCE]),
-            "samples": _scores(samples_logits[key], samples.labels, samples_logits[FLOAT_REFERENCE]),
-            "images_per_second": speed,
-            "images_per_second_median_run": median_speed,
-        }
-        log.info(
-            "%-13s test %.4f  samples %.4f  agree %.4f  %s img/s",
-            key,
-            results[key]["test"]["accuracy"],
-            results[key]["samples"]["accuracy"],
-            results[key]["test"]["agreement_with_float"],
-            speed,
-        )
-    return results
-
-
-def _parameter_counts(model: torch.nn.Module) -> dict[str, int]:
-    # Keras (the MLPerf Tiny reference) counts BatchNorm running statistics as parameters too.
-    trainable = sum(p.numel() for p in model.parameters())
-    statistics = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
-    return {"parameters": trainable + statistics, "trainable_parameters": trainable}
-
-
-def _fastest(results: dict[str, Any]) -> dict[str, str]:
-    return {
-        f"batch_{b}": max(results, key=lambda k: results[k]["images_per_second"][f"batch_{b}"])
-        for b in BENCH_BATCH_SIZES
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _targets(results: dict[str, Any]) -> dict[str, Any]:
-    float_acc = results[FLOAT_REFERENCE]["test"]["accuracy"]
-    drops = {k: round(100 * (float_acc - results[k]["test"]["accuracy"]), 2) for k in QUANTIZED}
-    return {
-        "float_test_accuracy_min": TARGET_FLOAT_ACCURACY,
-        "max_quantized_drop_points": TARGET_MAX_DROP_POINTS,
-        "quantized_drop_points": drops,
-        "met": float_acc >= TARGET_FLOAT_ACCURACY and all(d <= TARGET_MAX_DROP_POINTS for d in drops.values()),
-    }
-
-
-# ---------------------------------------------------------------- the card
-
-
-def _readme(card: dict[str, Any]) -> str:
-    arch, data, pre, bench = card["architecture"], card["dataset"], card["preprocessing"], card["benchmark"]
-    training, calibration = card["training"], card["calibration"]
-    rows = "\n".join(
-        f"| `{r['file']}` | {key} | {r['bytes']:,} | {100 * r['test']['accuracy']:.2f} % "
-        f"| {100 * r['samples']['accuracy']:.1f} % | {100 * r['test']['agreement_with_float']:.2f} % "
-        f"| {r['images_per_second']['batch_1']:,.0f} | {r['images_per_second']['batch_64']:,.0f} |"
-        for key, r in card["variants"].items()
-    )
-    return f"""# ResNet8 on {data["name"]}
-
-The MLPerf Tiny ResNet8 topology ({arch["parameters"]:,} parameters, {arch["trainable_parameters"]:,} trainable),
-trained on {data["name"]} ({data["licence"]} licence) and quantized to int8 for ONNX Runtime and PyTorch.
-`model_card.json` holds every figure below, the full recipe and a sha256 per file; each ONNX file
-also carries its labels and preprocessing as JSON in `metadata_props`.
-
-- **Input:** {pre["layout"]} {pre["dtype"]} {pre["shape"]}, `{pre["formula"]}`, no mean/std subtraction;
-  {pre["pixels"]}.
-- **Labels:** {", ".join(card["labels"])}.
-- **samples.npz:** {card["samples"]["images"]:,} test images ({card["samples"]["per_class"]} per class) with labels,
-  {card["samples"]["arrays"]}.
-
-| file | variant | bytes | test accuracy ({data["test_images"]:,}) | samples.npz ({card["samples"]["images"]:,}) \
-| top-1 agreement with float | img/s batch 1 | img/s batch 64 |
-|---|---|---:|---:|---:|---:|---:|---:|
-{rows}
-
-Speed: best of {bench["runs"]} timed runs per variant and batch size, {bench["threads"]} threads, {bench["cpu"]},
-onnxruntime {bench["onnxruntime"]}, torch {bench["torch"]}. The machine was shared (1-minute load average
-{bench["load_average_1min"]["before"]} before, {bench["load_average_1min"]["after"]} after): read it as a ranking;
-median runs are in the card.
-Fastest: {card["fastest"]["batch_1"]} at batch 1, {card["fastest"]["batch_64"]} at batch 64.
-
-Training: {training["epochs"]} epochs, batch {training["batch_size"]}, {training["optimizer"]}, {training["schedule"]};
-{training["augmentation"]}; seed {training["seed"]}.
-Quantization: ONNX Runtime `quantize_static`, {calibration["method"]} calibration on {calibration["images"]}
-training images ({calibration["per_class"]} per class); `resnet8_int8.onnx` is S8S8, `resnet8_uint8.onnx` U8S8,
-both QDQ with per-channel int8 weights. `resnet8_int8.pt` is torch.ao FX int8 (x86), saved as TorchScript.
-
-- Rebuild everything: `{card["reproduce"]["build"]}`
-- Re-measure these files against the card: `{card["reproduce"]["evaluate"]}`
-"""
-
-
 def build(args: argparse.Namespace) -> dict[str, Any]:
     """Run every stage into ``args.out`` and return the model card written there."""
     build_started = time.perf_counter()
     source = load_source(args)
-    train_data = _limit(source.load("train"), args.train_per_class, args.seed, "train")
-    test_data = _limit(source.load("test"), args.test_per_class, args.seed, "test")
+    train_data = limit_per_class(source.load("train"), args.train_per_class, args.seed, "train")
+    test_data = limit_per_class(source.load("test"), args.test_per_class, args.seed, "test")
     out = Path(args.out)  # made only once the data has loaded
     out.mkdir(parents=True, exist_ok=True)
     log.info("data: %s, %d train / %d test images", source.name, len(train_data), len(test_data))
 
-    samples_idx, _ = datasets.stratified_split(test_data.labels, args.samples_per_class, _rng(args.seed, "samples"))
+    samples_idx, _ = datasets.stratified_split(test_data.labels, args.samples_per_class, draw_rng(args.seed, "samples"))
     samples = test_data.take(samples_idx)
     datasets.save_samples(out / SAMPLES_NAME, samples)
     calibration_idx, _ = datasets.stratified_split(
-        train_data.labels, args.calibration_per_class, _rng(args.seed, "calibration")
+        train_data.labels, args.calibration_per_class, draw_rng(args.seed, "calibration")
     )
     calibration = datasets.preprocess(train_data.images[calibration_idx])
 
@@ -493,7 +199,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     model, history = train(train_data, config)
     train_seconds = round(time.perf_counter() - started, 1)
 
-    preprocessing = _preprocessing(source)
+    preprocessing = preprocessing_of(source)
     labels = list(train_data.label_names)
     dataset = {"name": source.name, "licence": source.licence}
     common = {"labels": labels, "preprocessing": preprocessing, "dataset": dataset}
@@ -532,7 +238,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         "model": STEM,
         "architecture": {
             "name": "ResNet8 (MLPerf Tiny image classification topology)",
-            **_parameter_counts(model),
+            **parameter_counts(model),
             "input_shape": [1, *datasets.IMAGE_SHAPE],
         },
         "dataset": {
@@ -571,7 +277,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
             "arrays": "images uint8 (N,3,32,32), labels int64 (N,), label_names str",
         },
         "benchmark": {
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "threads": THREADS,
             "runs": args.benchmark_runs,
             "schedule": f"variants take turns in {min(BENCH_ROUNDS, args.benchmark_runs)} blocks of runs, "
@@ -587,12 +293,12 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         "build_seconds": round(time.perf_counter() - build_started, 1),
         "variants": results,
         "accuracy_reference": f"agreement_with_float compares top-1 with {FLOAT_REFERENCE}",
-        "fastest": _fastest(results),
-        "targets": _targets(results),
+        "fastest": fastest_variants(results),
+        "targets": targets_met(results),
         "reproduce": COMMANDS,
     }
     (out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
-    (out / "README.md").write_text(_readme(card))
+    (out / "README.md").write_text(readme_text(card))
     log.info("targets met: %s; fastest %s", card["targets"]["met"], card["fastest"])
     return card
 
@@ -602,7 +308,8 @@ def evaluate_only(args: argparse.Namespace) -> bool:
     out = Path(args.out)
     card = json.loads((out / CARD_NAME).read_text())
     args.seed = card["seed"]  # redo the build's own draws, whatever the command line says
-    test = _limit(load_source(args).load("test"), card["dataset"]["per_class_limit"]["test"], args.seed, "test")
+    per_class = card["dataset"]["per_class_limit"]["test"]
+    test = limit_per_class(load_source(args).load("test"), per_class, args.seed, "test")
     samples = datasets.load_samples(out / SAMPLES_NAME)
     results = measure_folder(out, test, samples, args.benchmark_runs)
     ok = True
@@ -622,7 +329,7 @@ def evaluate_only(args: argparse.Namespace) -> bool:
                 recorded[split]["accuracy"],
                 "ok" if same else "DIFFERS",
             )
-    log.info("fastest now: %s (card: %s)", _fastest(results), card["fastest"])
+    log.info("fastest now: %s (card: %s)", fastest_variants(results), card["fastest"])
     return ok
 
 

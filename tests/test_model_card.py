@@ -15,6 +15,7 @@ from quantcore import evaluate
 from quantcore.data import datasets
 from quantcore.settings import PROJECT_ROOT
 from scripts import build_resnet8 as build
+from scripts.resnet8_measure import sha256_of
 
 FOLDER = PROJECT_ROOT / "models" / "resnet8"
 CARD: dict[str, Any] = json.loads((FOLDER / "model_card.json").read_text())
@@ -37,7 +38,7 @@ def test_card_describes_exactly_the_committed_files() -> None:
         path = FOLDER / entry["file"]
         assert entry["file"] == build.VARIANT_FILES[key]
         assert entry["bytes"] == path.stat().st_size, key
-        assert entry["sha256"] == build._sha256(path), key
+        assert entry["sha256"] == sha256_of(path), key
 
 
 @pytest.mark.parametrize("key", list(build.VARIANT_FILES))
