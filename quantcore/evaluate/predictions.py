@@ -24,6 +24,7 @@ from quantcore import settings
 from quantcore.backends import Predictor, predictor_for
 from quantcore.evaluate.failures import failure_note
 from quantcore.evaluate.inputs import InputSpec, OutputKind, SampleSet, to_model_input, variant_spec
+from quantcore.evaluate.progress import Progress
 from quantcore.load import Key, ModelVariants, Status, VariantKey, reference_key
 from quantcore.load.results_cache import cached
 
@@ -131,11 +132,12 @@ def variant_logits(
     logits: dict[Key, np.ndarray] = {}
     seconds: dict[Key, float] = {}
     count = len(samples)
+    # One bar over every variant's images, with the time left once it can be told.
+    overall = Progress(count * max(len(keys), 1), progress)
     for position, key in enumerate(keys):
 
         def report(done: int, position: int = position, key: Key = key) -> None:
-            if progress is not None:
-                progress((position + done / max(count, 1)) / len(keys), f"{key}: {done} of {count} images")
+            overall(position * count + done, str(key))
 
         own = variant_spec(variants, key)
 
