@@ -12,7 +12,10 @@ import torch
 
 import quantcore
 from quantcore import evaluate
+from quantcore.backends.ort import make_session
 from quantcore.data import datasets
+from quantcore.evaluate.kernels import needs_check
+from quantcore.load import VariantKey
 from quantcore.settings import PROJECT_ROOT
 from scripts import build_resnet8 as build
 from scripts.resnet8_measure import sha256_of
@@ -45,8 +48,15 @@ def test_card_describes_exactly_the_committed_files() -> None:
 def test_each_variant_reproduces_its_samples_accuracy(
     key: str, samples: datasets.LabelledImages, variants: quantcore.ModelVariants
 ) -> None:
-    logits = evaluate.predict_logits(variants[key], datasets.preprocess(samples.images))
+    x = datasets.preprocess(samples.images)
+    logits = evaluate.predict_logits(variants[key], x)
     recorded = CARD["variants"][key]["samples"]
+    if int(np.sum(logits.argmax(1) == samples.labels)) != recorded["correct"]:
+        # Only U8S8 kernels that saturate on this CPU may differ (quantcore.evaluate.kernels, where the page says
+        # so); the card was measured where they do not, so the graph's own arithmetic must reproduce it.
+        assert needs_check(variants, VariantKey(key)), key
+        session = make_session(variants[key], 1, optimize=False)
+        logits = session.run(None, {session.get_inputs()[0].name: x})[0]
     assert int(np.sum(logits.argmax(1) == samples.labels)) == recorded["correct"]
     assert evaluate.accuracy(logits, samples.labels) == pytest.approx(recorded["accuracy"], abs=5e-5)
 

@@ -275,6 +275,7 @@ def test_the_bundled_models_reproduce_their_cards_sample_figures() -> None:
     import json
 
     from quantcore.evaluate.flips import find_flips
+    from quantcore.evaluate.kernels import graph_logits
     from quantcore.evaluate.predictions import variant_logits
     from tests.app_server import require_bundled_models
 
@@ -287,9 +288,19 @@ def test_the_bundled_models_reproduce_their_cards_sample_figures() -> None:
     flips = find_flips(variant_logits(variants, samples, spec), samples).counts()
 
     assert spec.grey and spec.pad == 2 and list(spec.class_names) == card["labels"]
-    assert {str(s.variant): s.correct for s in result.scores} == {
-        key: entry["samples"]["correct"] for key, entry in card["variants"].items()
-    }
+    checks = {str(c.variant): c for c in result.kernel_checks}
+    for score in result.scores:
+        key, expected = str(score.variant), card["variants"][str(score.variant)]["samples"]["correct"]
+        if score.correct != expected:
+            # Only a CPU whose integer kernels differ from the graph may differ from the card, and the page says so.
+            check = checks[key]
+            assert (check.kernel_correct, check.graph_correct) == (score.correct, expected), key
+            assert check.note() in result.notes
+    logits = variant_logits(variants, samples, spec).logits
     for key in ("onnx_int8", "onnx_uint8"):  # the card's agreement is with onnx_float, as ours is for ONNX variants
-        agreement = card["variants"][key]["samples"]["agreement_with_float"]
-        assert flips[key] == round((1 - agreement) * card["samples"]["images"]), key
+        expected = round((1 - card["variants"][key]["samples"]["agreement_with_float"]) * card["samples"]["images"])
+        if key in checks and checks[key].changed:  # as above: the graph's own arithmetic reproduces the card
+            as_written = graph_logits(variants, VariantKey(key), samples).argmax(1)
+            assert int(np.sum(as_written != logits[FLOAT].argmax(1))) == expected, key
+        else:
+            assert flips[key] == expected, key

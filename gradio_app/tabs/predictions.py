@@ -27,10 +27,10 @@ from gradio_app.common import (
     whole_number,
 )
 from gradio_app.uploads import RawImage
-from quantcore.evaluate.flips import FlipReport, find_flips
+from quantcore.evaluate.flips import FlipReport, folder_flips
 from quantcore.evaluate.images import image_to_pixels, pixels_to_picture
 from quantcore.evaluate.inputs import FolderInputs, folder_inputs
-from quantcore.evaluate.predictions import DEFAULT_TOP_K, MAX_TOP_K, Prediction, predict_image, variant_logits
+from quantcore.evaluate.predictions import DEFAULT_TOP_K, MAX_TOP_K, Prediction, predict_image
 from quantcore.load import ModelVariants
 from quantcore.report import tables
 
@@ -104,7 +104,7 @@ def _flip_report(source: Any, progress: gr.Progress | None = None) -> FlipReport
     if inputs.samples is None:
         raise ValueError(f"no samples to look for flips in ({'; '.join(inputs.notes)})")
     report = progress_reporter(progress) if progress is not None else None
-    return find_flips(variant_logits(variants, inputs.samples, inputs.spec, progress=report), inputs.samples)
+    return folder_flips(variants, inputs.samples, inputs.spec, progress=report)
 
 
 def flips_api(source: Any, limit: Any = FLIPS_SHOWN) -> dict:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from quantcore.evaluate.inputs import SampleSet
-from quantcore.evaluate.predictions import VariantOutputs
-from quantcore.load import Key, VariantKey, key_order
+from quantcore.evaluate.inputs import InputSpec, SampleSet
+from quantcore.evaluate.kernels import check_kernels
+from quantcore.evaluate.predictions import ProgressFn, VariantOutputs, variant_logits
+from quantcore.load import Key, ModelVariants, VariantKey, key_order
 
 
 @dataclass(frozen=True)
@@ -85,3 +86,14 @@ def find_flips(
     if len(names) != width:
         names = tuple(f"class {i}" for i in range(width))
     return FlipReport(tuple(flips), len(samples), samples.description, names, compared, tuple(dict.fromkeys(notes)))
+
+
+def folder_flips(
+    variants: ModelVariants, samples: SampleSet, spec: InputSpec, *, progress: ProgressFn | None = None
+) -> FlipReport:
+    """The flips of every loaded variant over ``samples``, with a note wherever this CPU's integer kernels, not
+    the quantization itself, change answers (``quantcore.evaluate.kernels``)."""
+    outputs = variant_logits(variants, samples, spec, progress=progress)
+    report = find_flips(outputs, samples)
+    kernel_notes = [n for check in check_kernels(variants, samples, outputs.logits) if (n := check.note()) is not None]
+    return replace(report, notes=tuple(dict.fromkeys([*report.notes, *kernel_notes])))

@@ -20,6 +20,7 @@ import numpy as np
 
 from quantcore.evaluate import metrics
 from quantcore.evaluate.inputs import InputSpec, SampleSet
+from quantcore.evaluate.kernels import KernelCheck, check_kernels
 from quantcore.evaluate.predictions import VariantOutputs, variant_logits
 from quantcore.evaluate.speed import (
     DEFAULT_RUNS,
@@ -66,6 +67,7 @@ class Scorecard:
     speeds: Speeds
     advice: tuple[SpeedAdvice, ...]
     notes: tuple[str, ...] = ()
+    kernel_checks: tuple[KernelCheck, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class AccuracyResult:
     class_names: tuple[str, ...]
     class_counts: tuple[int, ...]
     notes: tuple[str, ...] = ()
+    kernel_checks: tuple[KernelCheck, ...] = ()
 
 
 def score_accuracy(
@@ -121,7 +124,10 @@ def score_accuracy(
             metrics.per_class_accuracy(logits, labels, width), ref, agreement,
         ))  # fmt: skip
     counts = tuple(int(n) for n in np.bincount(labels, minlength=width)[:width])
-    return AccuracyResult(tuple(scores), names, counts, tuple(notes))
+    # What this CPU's kernels compute may not be what the graph specifies: say so where it changes answers.
+    checks = check_kernels(variants, samples, outputs.logits)
+    notes.extend(note for check in checks if (note := check.note()) is not None)
+    return AccuracyResult(tuple(scores), names, counts, tuple(notes), checks)
 
 
 def build_scorecard(
@@ -162,4 +168,4 @@ def build_scorecard(
     advice = speed_advice(speeds.images_per_second, activation_types)
     notes = tuple(dict.fromkeys([*accuracy.notes, *speeds.notes]))
     return Scorecard(scores, len(samples), samples.description, accuracy.class_names, accuracy.class_counts, speeds,
-                     tuple(advice), notes)  # fmt: skip
+                     tuple(advice), notes, accuracy.kernel_checks)  # fmt: skip

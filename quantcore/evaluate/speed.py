@@ -17,7 +17,7 @@ from quantcore.backends import Predictor, predictor_for
 from quantcore.evaluate.failures import failure_note
 from quantcore.evaluate.inputs import InputSpec, folder_samples, generated_inputs, to_model_input, variant_spec
 from quantcore.evaluate.predictions import runnable_with
-from quantcore.load import SAMPLES_NAME, Key, ModelVariants, reference_key
+from quantcore.load import SAMPLES_NAME, Key, ModelFormat, ModelVariants, reference_key
 from quantcore.load.results_cache import cached
 
 logger = logging.getLogger(__name__)
@@ -291,8 +291,9 @@ def speed_advice(
         finding = f"{key} is slower than {ref} at {where}."
         batch = slower[-1][0]
         suggestion = None
-        if key.format.value == "onnx" and activation_types.get(key) == "int8":
-            uint8 = next((k for k in measured if k.format.value == "onnx" and activation_types.get(k) == "uint8"), None)
+        if key.format is ModelFormat.ONNX and activation_types.get(key) == "int8":
+            onnx_uint8 = (k for k in measured if k.format is ModelFormat.ONNX and activation_types.get(k) == "uint8")
+            uint8 = next(onnx_uint8, None)
             suggestion = (
                 "Its int8 activations (S8S8) run slowly in onnxruntime on x86 (it can leave convs in float): "
                 "quantize with uint8 activations instead — U8S8, activation_type=QuantType.QUInt8"

@@ -291,5 +291,8 @@ def scorecard_json(card: Scorecard) -> dict[str, Any]:
                   "median_images_per_second": {str(k): {f"@{b}": round(ips, 1) for b, ips in v.items()}
                                                for k, v in speeds.median_images_per_second.items()}},
         "advice": [str(a) for a in card.advice],
+        "kernel_checks": [{"variant": str(c.variant), "images": c.images, "changed_top1": c.changed,
+                           "correct_here": c.kernel_correct, "correct_as_graph_specifies": c.graph_correct}
+                          for c in card.kernel_checks],
         "notes": list(card.notes),
     }  # fmt: skip
