@@ -85,3 +85,7 @@ class InvalidImageError(DatasetError):
 
 class NothingLoadedError(QuantcoreError, LookupError):
     """A view was asked for before any folder (or Hub repo) was loaded."""
+
+
+class RecipeError(QuantcoreError, ValueError):
+    """A quantization recipe that cannot be made: an option the format refuses, an unknown layer, no float model."""
