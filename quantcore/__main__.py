@@ -1,4 +1,4 @@
-"""Headless CLI: ``python -m quantcore summarize FOLDER``."""
+"""Headless CLI: ``python -m quantcore summarize FOLDER``; ``python -m quantcore quantize FOLDER [options] -o DIR``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 
 from quantcore import get_model_summary, load_model_variants
 from quantcore.errors import QuantcoreError
+from quantcore.quantize.cli import add_recipe_arguments, quantize_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,8 +20,15 @@ def main(argv: list[str] | None = None) -> int:
     summarize.add_argument(
         "--trust", action="store_true", help="let TorchScript and pickles load from outside the models root"
     )
+    quantize = commands.add_parser(
+        "quantize", help="quantize a folder's float ONNX model by a recipe with onnxruntime (model.onnx, recipe.json)"
+    )
+    add_recipe_arguments(quantize)
+    quantize.add_argument("-o", "--out", required=True, metavar="DIR", help="writes DIR/<name>/model.onnx, recipe.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "quantize":
+        return quantize_command(args)
 
     try:
         variants = load_model_variants(args.folder, trusted=True if args.trust else None)
