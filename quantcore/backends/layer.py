@@ -136,6 +136,10 @@ class Layer:
     input_q: QuantParams | None = None
     output_q: QuantParams | None = None
     tap_q: QuantParams | None = None  # a tapped integer tensor is dequantized with these
+    # Per-output-channel factor of the affine ops that follow the layer (BatchNorm, Mul/Div by constants),
+    # already multiplied into ``folded_weight``: kept to undo it where the stored weights are needed.
+    fold_factor: np.ndarray | None = field(default=None, repr=False)
+    problem: str | None = None  # why the layer's weights could not be read (the layer is still shown)
 
     @property
     def quantized(self) -> bool:
@@ -151,14 +155,17 @@ class Layer:
         return name_key(self.name)
 
 
-_OP_TAILS = {"conv", "gemm", "matmul", "qlinearconv", "qgemm", "qlinearmatmul"}
+_OP_TAILS = {"conv", "gemm", "matmul", "qlinearconv", "qgemm", "qlinearmatmul", "matmuladdfusion", "fusedgemm"}
 
 
 def name_key(name: str) -> str:
-    """``/stack1/conv1/Conv_quant`` and ``stack1.conv1`` both -> ``stack1.conv1``."""
+    """``/stack1/conv1/Conv_quant`` and ``stack1.conv1`` both -> ``stack1.conv1``; ``/a/a.0/Conv`` -> ``a.0``."""
     text = re.sub(r"_quant$", "", name.strip("/"))
+    # torch's exporter writes nested scopes whole ("/Conv_0/Conv_0.1/Conv"): keep the innermost of each run.
+    segments = text.split("/")
+    text = "/".join(s for s, after in zip(segments, [*segments[1:], ""], strict=True) if not after.startswith(s + "."))
     parts = [p for p in re.split(r"[/.]", text) if p]
-    if len(parts) > 1 and parts[-1].lower() in _OP_TAILS:
+    while len(parts) > 1 and parts[-1].lower() in _OP_TAILS:  # "dense1/matmul/MatMulAddFusion" -> "dense1"
         parts = parts[:-1]
     return ".".join(parts).lower()
 
@@ -174,7 +181,18 @@ def canonical_dense(
     return weight.T, q
 
 
+def bn_factor(gamma: Any, var: Any, eps: float) -> np.ndarray:
+    """The per-channel factor a BatchNorm multiplies its input by: ``gamma / sqrt(var + eps)``."""
+    return np.asarray(gamma, dtype=np.float64).reshape(-1) / np.sqrt(
+        np.asarray(var, dtype=np.float64).reshape(-1) + eps
+    )
+
+
+def fold_factor(weight: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """Weights (output channels first) times a per-output-channel ``factor``."""
+    return (weight * np.asarray(factor, np.float64).reshape(-1, *([1] * (weight.ndim - 1)))).astype(np.float32)
+
+
 def fold_bn(weight: np.ndarray, gamma: Any, var: Any, eps: float) -> np.ndarray:
     """Weights with a following BatchNorm folded in: ``w * gamma / sqrt(var + eps)`` per output channel."""
-    factor = np.asarray(gamma, dtype=np.float64) / np.sqrt(np.asarray(var, dtype=np.float64) + eps)
-    return (weight * factor.reshape(-1, *([1] * (weight.ndim - 1)))).astype(np.float32)
+    return fold_factor(weight, bn_factor(gamma, var, eps))

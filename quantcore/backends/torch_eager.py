@@ -49,7 +49,45 @@ def _torch_chain_type(module: torch.nn.Module) -> bool:
     return isinstance(module, chain)
 
 
-def _module_layer(path: str, module: torch.nn.Module, depth: int, order: int, chain: list[tuple[str, Any]]) -> Layer:
+def _is_wrapper_step(module: torch.nn.Module) -> bool:
+    """Padding and pass-through modules an exporter puts before a conv inside a wrapper."""
+    from torch import nn
+
+    steps = (
+        nn.ConstantPad1d, nn.ConstantPad2d, nn.ConstantPad3d, nn.ZeroPad1d, nn.ZeroPad2d, nn.ZeroPad3d,
+        nn.ReflectionPad1d, nn.ReflectionPad2d, nn.ReflectionPad3d, nn.ReplicationPad1d, nn.ReplicationPad2d,
+        nn.ReplicationPad3d, nn.CircularPad1d, nn.CircularPad2d, nn.CircularPad3d, nn.Identity, nn.Dropout,
+    )  # fmt: skip
+    return isinstance(module, steps)
+
+
+def wrapped_layer(module: torch.nn.Module) -> tuple[str, torch.nn.Module, list[tuple[str, Any]]] | None:
+    """The one conv or dense layer inside a ``Sequential`` wrapper (``Sequential(Pad, Conv2d)`` as onnx2torch
+    writes an asymmetric pad), as (its name in the wrapper, the layer, the chain after it), else None."""
+    from torch import nn
+
+    if not isinstance(module, nn.Sequential):
+        return None
+    children = list(module.named_children())
+    index = next((i for i, (_, m) in enumerate(children) if _torch_kind(m)), None)
+    if index is None or not all(_is_wrapper_step(m) for _, m in children[:index]):
+        return None
+    after = children[index + 1 :]
+    if not all(_torch_chain_type(m) for _, m in after):
+        return None
+    return children[index][0], children[index][1], after
+
+
+def _module_layer(
+    path: str,
+    module: torch.nn.Module,
+    depth: int,
+    order: int,
+    chain: list[tuple[str, Any]],
+    *,
+    wrapper: str | None = None,
+) -> Layer:
+    """One layer; ``wrapper``: the path of the module it is wrapped in, whose input and output are tapped."""
     from torch import nn
 
     kind = _torch_kind(module)
@@ -66,11 +104,12 @@ def _module_layer(path: str, module: torch.nn.Module, depth: int, order: int, ch
     ):
         gamma = first.weight.detach().numpy() if first.weight is not None else np.ones(weight.shape[0])
         folded = fold_bn(weight, gamma, first.running_var.numpy(), first.eps)
-    tap = chain[-1][0] if chain else path
+    outside = [(p, m) for p, m in chain if wrapper is None or not p.startswith(wrapper + ".")]
+    tap = outside[-1][0] if outside else (wrapper or path)
     return Layer(
         name=path, op=module._get_name(), kind=kind, weight_shape=tuple(weight.shape),
         parameters=int(weight.size) + numel(raw_bias), depth=depth, order=order, tap=tap,
-        input_tap=path + INPUT_SUFFIX, fused=tuple(f"{type(m).__name__} {p}" for p, m in chain),
+        input_tap=(wrapper or path) + INPUT_SUFFIX, fused=tuple(f"{type(m).__name__} {p}" for p, m in chain),
         weight=weight, weight_int=integers, weight_q=w_q, folded_weight=folded,
     )  # fmt: skip
 
@@ -95,9 +134,16 @@ def _module_layers(module: torch.nn.Module, notes: list[str]) -> list[Layer]:
     for order, node in enumerate(graph.nodes):
         here = max((depth.get(a, 0) for a in node.all_input_nodes), default=0)
         target = modules.get(node.target) if node.op == "call_module" else None
-        if target is not None and _torch_kind(target):
+        inner = wrapped_layer(target) if target is not None and not _torch_kind(target) else None
+        if target is not None and (_torch_kind(target) or inner is not None):
             here += 1
             chain: list[tuple[str, Any]] = []
+            wrapper = None
+            name, layer_module = str(node.target), target
+            if inner is not None:  # called as one module: the layer is inside, the wrapper is what runs
+                wrapper = str(node.target)
+                name, layer_module = f"{wrapper}.{inner[0]}", inner[1]
+                chain = [(f"{wrapper}.{p}", m) for p, m in inner[2]]
             end = node
             # Follow the output through modules that only transform it (BN, ReLU): quantizers fuse them.
             while len(end.users) == 1:
@@ -107,7 +153,7 @@ def _module_layers(module: torch.nn.Module, notes: list[str]) -> list[Layer]:
                     break
                 chain.append((str(user.target), nxt))
                 end = user
-            layers.append(_module_layer(str(node.target), target, here, order, chain))
+            layers.append(_module_layer(name, layer_module, here, order, chain, wrapper=wrapper))
         depth[node] = here
     return layers
 

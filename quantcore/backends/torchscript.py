@@ -90,6 +90,10 @@ def _script_layer(root: Any, node: Any, kind: LayerKind, depth: int, order: int)
     path = ".".join(parts)
     owner = _fetch(root, path) if path else root
     weight, integers, w_q = torch_weight(raw_weight)
+    if node.kind().startswith("quantized::conv1d") and weight.ndim == 4:
+        # Packed int8 Conv1d weights are stored as a 2-D conv's, (out, in, 1, k): the layer's are (out, in, k).
+        weight = weight[:, :, 0]
+        integers = integers[:, :, 0] if integers is not None else None
     end = node.output()
     fused: list[str] = []
     folded = None

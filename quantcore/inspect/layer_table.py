@@ -16,13 +16,15 @@ own, so it is shown, never dropped. docs/INSPECT.md tells the whole story.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from quantcore.backends import Layer, backend_for
+from quantcore.evaluate.failures import runtime_message
 from quantcore.evaluate.inputs import to_model_input, variant_spec
+from quantcore.inspect.sqnr import sqnr_db
 from quantcore.load import FLOAT_KEYS, Key, ModelVariants, Status, VariantKey, key_order, reference_key
 from quantcore.load.results_cache import cached
 
@@ -57,9 +59,64 @@ def extract_layers(model: Any, *, probe: np.ndarray | None = None) -> tuple[list
 
 def _match_score(a: Layer, b: Layer) -> int:
     """0 when two layers cannot be the same one; higher the more alike they are."""
-    if a.kind != b.kind or a.weight_shape != b.weight_shape:
+    if a.kind != b.kind:
         return 0
-    return 4 + 2 * (a.match_key == b.match_key) + (a.depth == b.depth)
+    same_name, same_depth = a.match_key == b.match_key, a.depth == b.depth
+    if a.problem is not None or b.problem is not None:
+        # An unreadable layer has no weight shape to go by: it pairs only where its depth or name agrees.
+        return 1 + 2 * same_name + same_depth if same_name or same_depth else 0
+    if a.weight_shape != b.weight_shape:
+        return 0
+    return 4 + 2 * same_name + same_depth
+
+
+SAME_WEIGHTS_DB = 15.0  # two readings of one layer's weights agree far above this; two layers ~0 dB
+
+
+def _likeness(a: Layer, b: Layer) -> int:
+    """``_match_score``, raised when the two layers' weights are the same weights (float or quantized)."""
+    score = _match_score(a, b)
+    readable = score and a.problem is None and b.problem is None and a.weight.size
+    if readable and sqnr_db(a.comparable_weight, b.comparable_weight) > SAME_WEIGHTS_DB:
+        score += 8
+    return score
+
+
+def in_row_order(rows: list[Layer], layers: list[Layer]) -> list[Layer]:
+    """``layers`` with each run of same-depth siblings put in the order of the rows they match.
+
+    Quantizers and exporters reorder independent branches (a shortcut conv before or after its block's
+    second conv); an order-keeping alignment would then split them across rows. Within one depth the
+    siblings are paired with the rows of that depth by likeness (kind, shape, name, and above all equal
+    weights), and ordered as their partners are; a sibling with no partner keeps its place after them.
+    """
+    out: list[Layer] = []
+    start = 0
+    while start < len(layers):
+        depth = layers[start].depth
+        stop = start
+        while stop < len(layers) and layers[stop].depth == depth:
+            stop += 1
+        group = layers[start:stop]
+        start = stop
+        candidates = [i for i, r in enumerate(rows) if r.depth == depth]
+        if len(group) < 2 or not candidates:
+            out.extend(group)
+            continue
+        scored = sorted(
+            ((score, -abs(i - j), i, j) for i in candidates for j, layer in enumerate(group)
+             if (score := _likeness(rows[i], layer))),
+            reverse=True,
+        )  # fmt: skip
+        partner: dict[int, int] = {}
+        taken: set[int] = set()
+        for _, _, i, j in scored:
+            if j not in partner and i not in taken:
+                partner[j] = i
+                taken.add(i)
+        order = sorted(range(len(group)), key=lambda j: (j not in partner, partner.get(j, 0), j))
+        out.extend(group[j] for j in order)
+    return out
 
 
 def align(rows: list[Layer], layers: list[Layer]) -> list[tuple[int | None, int | None]]:
@@ -120,6 +177,7 @@ class LayerTable:
     variants: tuple[Key, ...]
     rows: tuple[LayerRow, ...]
     notes: tuple[str, ...] = ()
+    unreadable: dict[Key, str] = field(default_factory=dict)  # loaded variants whose layers could not be read
 
     def row(self, index: int) -> LayerRow:
         """Row ``index`` (0-based).
@@ -146,6 +204,8 @@ class LayerTable:
             own = [r for r in self.rows if key in r.layers]
             shared = [r for r in own if key is self.skeleton or (self.skeleton in r.layers and len(r.layers) > 1)]
             counts[str(key)] = {"layers": len(own), "matched": len(shared)}
+        for key, reason in self.unreadable.items():
+            counts[str(key)] = {"layers": 0, "matched": 0, "unreadable": reason}
         return counts
 
     def detail(self, index: int) -> dict[str, Any]:
@@ -162,13 +222,16 @@ class LayerTable:
                 variants[str(key)] = {"matched": False}
                 continue
             variants[str(key)] = {
-                "matched": True, "name": layer.name, "type": layer.op,
+                "matched": True, "name": layer.name, "type": layer.op, "problem": layer.problem,
                 "weight_shape": list(layer.weight_shape), "parameters": layer.parameters,
                 "fused": list(layer.fused), "bn_folded_for_comparison": layer.folded_weight is not None,
+                "fold_factor": [float(f) for f in layer.fold_factor] if layer.fold_factor is not None else None,
                 "weight": layer.weight_q.full() if layer.weight_q else {"dtype": "float32"},
                 "input": layer.input_q.full() if layer.input_q else None,
                 "output": layer.output_q.full() if layer.output_q else None,
             }  # fmt: skip
+        for key, reason in self.unreadable.items():
+            variants[str(key)] = {"matched": False, "unreadable": reason}
         return {"layer": row.primary.name, "index": row.index, "variants": variants}
 
 
@@ -185,6 +248,7 @@ def build_layer_table(variants: ModelVariants) -> LayerTable:
         The matched ``LayerTable``.
     """
     notes: list[str] = []
+    unreadable: dict[Key, str] = {}
     raw: dict[Key, list[Layer]] = {}
     for key, record in variants.records.items():
         if record.status is not Status.LOADED:
@@ -195,27 +259,35 @@ def build_layer_table(variants: ModelVariants) -> LayerTable:
             raw[key], own = extract_layers(record.model)
         except Exception as exc:  # one unreadable variant must not take the table down
             logger.exception("reading the layers of %s failed", key)
-            notes.append(f"{key}: skipped — its layers could not be read ({type(exc).__name__})")
+            unreadable[key] = f"its layers could not be read: {runtime_message(exc)}"
+            notes.append(f"{key}: not shown — {unreadable[key]}")
             continue
         notes.extend(f"{key}: {n}" for n in own)
+        notes.extend(f"{key}: {layer.name}'s weights cannot be read — {layer.problem}"
+                     for layer in raw[key] if layer.problem is not None)  # fmt: skip
     # PyTorch int8 models show their activation scales only when run: read them off one zero image.
     for key, layers in raw.items():
         if any(layer.quantized and layer.input_q is None for layer in layers):
             spec = variant_spec(variants, key)
             zeros = np.zeros((1, *spec.pixel_shape), dtype=np.uint8 if spec.is_image else np.float32)
-            raw[key], own = extract_layers(variants.model(key), probe=to_model_input(zeros, spec))
+            try:
+                raw[key], own = extract_layers(variants.model(key), probe=to_model_input(zeros, spec))
+            except Exception as exc:  # the layers stay, without their activation scales
+                own = [f"activation scales unavailable: {runtime_message(exc)}"]
             notes.extend(f"{key}: {n}" for n in own)
     keys = sorted((k for k in raw if raw[k]), key=key_order)
     for key in sorted(raw, key=key_order):
         if not raw[key]:
             notes.append(f"{key}: no conv or dense layers found")
     if not keys:
-        return LayerTable(None, (), (), tuple(notes))
+        return LayerTable(None, (), (), tuple(notes), unreadable)
     skeleton = next((k for k in FLOAT_KEYS if k in keys), keys[0])
     rows: list[dict[Key, Layer]] = [{skeleton: layer} for layer in raw[skeleton]]
     order = [k for k in FLOAT_KEYS if k in keys and k is not skeleton] + [k for k in keys if k.is_quantized]
     for key in (k for k in order if k is not skeleton):
-        pairs = align([next(iter(r.values())) for r in rows], raw[key])
+        primaries = [next(iter(r.values())) for r in rows]
+        raw[key] = in_row_order(primaries, raw[key])
+        pairs = align(primaries, raw[key])
         merged: list[dict[Key, Layer]] = []
         for i, j in pairs:
             row = rows[i] if i is not None else {}
@@ -231,8 +303,9 @@ def build_layer_table(variants: ModelVariants) -> LayerTable:
     if any(key.is_quantized for key in keys) and VariantKey.PYTORCH_FLOAT in keys:
         notes.append(FOLDING_NOTE)
     return LayerTable(
-        skeleton, tuple(keys), tuple(LayerRow(i, r) for i, r in enumerate(ordered)), tuple(dict.fromkeys(notes))
-    )
+        skeleton, tuple(keys), tuple(LayerRow(i, r) for i, r in enumerate(ordered)), tuple(dict.fromkeys(notes)),
+        unreadable,
+    )  # fmt: skip
 
 
 def layer_table(variants: ModelVariants) -> LayerTable:

@@ -126,10 +126,17 @@ def compare_weights(table: LayerTable, row: int) -> WeightComparison:
         if layer is None:
             notes.append(f"{key}: has no layer matched to this one")
             continue
-        ref_key = table.reference(key)
+        if layer.problem is not None:
+            notes.append(f"{key}: {layer.name}'s weights cannot be read — {layer.problem}")
+            continue
+        ref_key = _reference_on_row(table, table_row.layers, key)
         ref_layer = table_row.layers.get(ref_key) if ref_key is not None else None
         reference = ref_layer.comparable_weight if ref_layer is not None else None
         values = layer.weight if layer.quantized else layer.comparable_weight
+        if reference is not None and layer.quantized and layer.fold_factor is not None:
+            # The quantized graph keeps its affine steps apart too: compare on its own (unfolded) grid.
+            factor = np.where(layer.fold_factor == 0, 1.0, layer.fold_factor)
+            reference = (reference / factor.reshape(-1, *([1] * (reference.ndim - 1)))).astype(np.float32)
         if reference is not None and reference.shape != values.shape:
             notes.append(f"{key}: weights {values.shape} cannot be compared with {ref_key}'s {reference.shape}")
             reference = None
@@ -137,6 +144,20 @@ def compare_weights(table: LayerTable, row: int) -> WeightComparison:
         label = f"{key} (BN folded)" if layer.folded_weight is not None else str(key)
         series.append(WeightSeries(key, label, layer, values, ref_key if reference is not None else None, stats))
     return WeightComparison(row, table_row.primary.name, tuple(series), tuple(notes))
+
+
+def _reference_on_row(table: LayerTable, layers: dict[Key, Layer], key: Key) -> VariantKey | None:
+    """The variant ``key``'s weights are measured against on this row: its reference, else (for a quantized
+    variant) the other float variant, when the reference has no readable layer here."""
+    first = table.reference(key)
+    if first is None:
+        return None
+    others = [k for k in (VariantKey.ONNX_FLOAT, VariantKey.PYTORCH_FLOAT) if k is not first and k is not key]
+    for ref in [first] if key is VariantKey.ONNX_FLOAT else [first, *others]:
+        layer = layers.get(ref)
+        if layer is not None and layer.problem is None:
+            return ref
+    return None
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,10 @@ def layer_rows(table: LayerTable) -> list[dict[str, Any]]:
             if layer is None:
                 record.update({"counterpart": "not matched", "fused": "", "dtype": ""})
                 record.update(dict.fromkeys(Q_COLUMNS, NOT_THERE))
+            elif layer.problem is not None:
+                record.update({"counterpart": layer.name, "fused": " + ".join(layer.fused),
+                               "dtype": f"weights unreadable: {layer.problem}"})  # fmt: skip
+                record.update(dict.fromkeys(Q_COLUMNS, NOT_THERE))
             else:
                 w_scale, w_zero = qparams_text(layer.weight_q)
                 in_scale, in_zero = qparams_text(layer.input_q)
@@ -99,6 +103,13 @@ def layer_rows(table: LayerTable) -> list[dict[str, Any]]:
                     "output scale": out_scale, "output zero point": out_zero,
                 })  # fmt: skip
             records.append(record)
+        for key, reason in table.unreadable.items():
+            records.append({
+                "#": row.index + 1, "layer": primary.name, "type": primary.op,
+                "weight shape": "×".join(map(str, primary.weight_shape)), "params": primary.parameters,
+                "variant": str(key), "counterpart": f"not read: {reason}", "fused": "", "dtype": "",
+                **dict.fromkeys(Q_COLUMNS, NOT_THERE),
+            })  # fmt: skip
     return records
 
 
