@@ -5,7 +5,9 @@ A tab is built with a ``Page`` (the summary it follows and the source it
 loads from). Its page handlers never raise: a failure becomes a note
 (``failure``), through ``on_failure``. Its API handlers raise freely and are
 wrapped with ``api``: quantcore's and input errors become ``{"error": ...}``
-saying why, anything else is logged and answered without its details.
+saying why, anything else is logged and answered without its details. Both
+wrappers give the request its deadline (``QP_RUN_TIMEOUT_S``): a model still
+running when it passes is cancelled and the request answers "stopped after …".
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import gradio as gr
 
 from gradio_app import render
 from quantcore import QuantcoreError, open_source
+from quantcore.deadline import run_deadline
 from quantcore.errors import NothingLoadedError
 from quantcore.load import ModelVariants
 
@@ -84,7 +87,8 @@ def on_failure(what: str, fallback: Callable[[str], T]) -> Callable[[Callable[..
         @functools.wraps(handler)  # keeps the signature: Gradio injects Progress/SelectData by it
         def run(*args: Any, **kwargs: Any) -> T:
             try:
-                return handler(*args, **kwargs)
+                with run_deadline():
+                    return handler(*args, **kwargs)
             except Exception as exc:  # shown in the note: a handler never raises
                 return fallback(failure(exc, what))
 
@@ -99,7 +103,8 @@ def api(handler: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]
     @functools.wraps(handler)
     def run(*args: Any, **kwargs: Any) -> dict[str, Any]:
         try:
-            return handler(*args, **kwargs)
+            with run_deadline():
+                return handler(*args, **kwargs)
         except NothingLoadedError:
             return {"error": NOTHING_LOADED}
         except (QuantcoreError, ValueError, IndexError) as exc:

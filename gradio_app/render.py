@@ -20,6 +20,7 @@ from quantcore.errors import (
     ModelNotFoundError,
     PathNotAllowedError,
     QuantcoreError,
+    RunTimeoutError,
 )
 
 MAX_SHOWN_CHARS = 300
@@ -111,6 +112,8 @@ def error_status(exc: BaseException, *, what: str) -> Status:
         title = f"Cannot open {subject}"
     elif isinstance(exc, HubError):
         title = f"Cannot pull {subject}"
+    elif isinstance(exc, RunTimeoutError):
+        title = f"Stopped: {subject}"
     elif isinstance(exc, QuantcoreError):
         title = f"Cannot load {subject}"
     else:

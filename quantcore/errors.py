@@ -89,3 +89,7 @@ class NothingLoadedError(QuantcoreError, LookupError):
 
 class RecipeError(QuantcoreError, ValueError):
     """A quantization recipe that cannot be made: an option the format refuses, an unknown layer, no float model."""
+
+
+class RunTimeoutError(QuantcoreError, TimeoutError):
+    """Running a model went past the time limit of its request, and the run was cancelled."""

@@ -23,6 +23,7 @@ the app overrides values from its command-line flags with ``configure()``.
 | QP_HUB_MAX_TOTAL_MB           | 1024                     | most bytes one Hub pull downloads            |
 | QP_HUB_PULL_TIMEOUT_S         | 300                      | longest one Hub pull may take (all requests) |
 | QP_HUB_MIN_RATE_KBPS          | 64                       | slowest Hub transfer kept (per 5 s window)   |
+| QP_RUN_TIMEOUT_S              | 60                       | longest a request may run models (cancelled) |
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class Settings:
     hub_max_total_bytes: int = 1024 * MB
     hub_pull_timeout_s: float = 300.0
     hub_min_rate_bytes_s: float = 64 * 1024.0
+    run_timeout_s: float = 60.0
 
     @property
     def data_roots(self) -> tuple[Path, ...]:
@@ -108,6 +110,8 @@ def _from_environment() -> Settings:
         hub_max_total_bytes=_env_bytes("QP_HUB_MAX_TOTAL_MB", 1024),
         hub_pull_timeout_s=_env_float("QP_HUB_PULL_TIMEOUT_S", 300.0),
         hub_min_rate_bytes_s=_env_float("QP_HUB_MIN_RATE_KBPS", 64.0) * 1024,
+        # A limit of 0 would cancel every run: the smallest usable one is a fraction of a second.
+        run_timeout_s=max(0.05, _env_float("QP_RUN_TIMEOUT_S", 60.0)),
     )
 
 

@@ -14,6 +14,7 @@ from quantcore.errors import (
     InvalidModelError,
     ModelNotFoundError,
     PathNotAllowedError,
+    RunTimeoutError,
 )
 
 
@@ -127,6 +128,7 @@ def test_folder_file_and_error_text_from_disk_are_escaped() -> None:
         (ModelNotFoundError("folder does not exist"), "Cannot open ../x"),
         (InvalidModelError("corrupt"), "Cannot load ../x"),
         (HubUnreachableError("cannot reach the Hub"), "Cannot pull ../x"),
+        (RunTimeoutError("stopped after 60 s: the run was cancelled"), "Stopped: ../x"),
     ],
 )
 def test_quantcore_errors_become_error_status_with_their_message(exc: Exception, title: str) -> None:

@@ -4,6 +4,9 @@
 ``tapper_for`` build a model's predictor or tapper once and keep it in one
 model-keyed cache (a session costs 5-20 ms to build, a TorchScript graph a few
 slow first runs: more than a batch of a small CNN).
+
+Every runner they hand out honours the request's deadline (``quantcore.deadline``):
+ONNX runs are cancelled mid-run, torch runs are refused once it has passed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from quantcore.backends.onnxrt import OnnxBackend
 from quantcore.backends.torch_eager import INPUT_SUFFIX, EagerBackend
 from quantcore.backends.torchscript import ScriptBackend
 from quantcore.cache import CacheInfo, SingleFlightLRU
+from quantcore.deadline import check_deadline
 
 # Order matters: a ScriptModule is also an nn.Module.
 BACKENDS: tuple[Backend, ...] = (OnnxBackend(), ScriptBackend(), EagerBackend())
@@ -44,6 +48,16 @@ def is_model(obj: object) -> bool:
     return any(backend.handles(obj) for backend in BACKENDS)
 
 
+def _checked(runner: Any) -> Any:
+    """``runner`` refusing to start once the deadline in force has passed."""
+
+    def run(batch: Any) -> Any:
+        check_deadline()
+        return runner(batch)
+
+    return run
+
+
 def predictor_for(model: Any, *, threads: int | None = None) -> Predictor:
     """The predictor of a loaded model, built on first use and then reused.
 
@@ -53,9 +67,8 @@ def predictor_for(model: Any, *, threads: int | None = None) -> Predictor:
     """
     threads = settings.current().threads if threads is None else threads
     backend = backend_for(model)
-    entry, _ = _RUNNERS.get(
-        ("predictor", id(model), (), threads), None, lambda: (model, backend.predictor(model, threads=threads))
-    )
+    key = ("predictor", id(model), (), threads)
+    entry, _ = _RUNNERS.get(key, None, lambda: (model, _checked(backend.predictor(model, threads=threads))))
     return entry[1]
 
 
@@ -69,7 +82,7 @@ def tapper_for(model: Any, taps: Sequence[str], *, threads: int | None = None) -
     threads = settings.current().threads if threads is None else threads
     backend = backend_for(model)
     key = ("tapper", id(model), tuple(taps), threads)
-    entry, _ = _RUNNERS.get(key, None, lambda: (model, backend.tapper(model, list(taps), threads=threads)))
+    entry, _ = _RUNNERS.get(key, None, lambda: (model, _checked(backend.tapper(model, list(taps), threads=threads))))
     return entry[1]
 
 

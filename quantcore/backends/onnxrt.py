@@ -14,7 +14,7 @@ import numpy as np
 from quantcore.backends.base import PASS_THROUGH, SOFTMAX_KINDS, Capture, Predictor, Tapper, TensorSpec, missing_tap
 from quantcore.backends.layer import Layer, QuantParams
 from quantcore.backends.onnx_graph import OnnxGraph
-from quantcore.backends.ort import make_session
+from quantcore.backends.ort import make_session, run_session
 from quantcore.errors import InvalidModelError
 
 if TYPE_CHECKING:
@@ -153,7 +153,7 @@ class OnnxBackend:
         input_name = session.get_inputs()[0].name
 
         def predict(batch: np.ndarray) -> np.ndarray:
-            return session.run(None, {input_name: batch})[0]
+            return run_session(session, None, {input_name: batch})[0]
 
         return predict
 
@@ -177,7 +177,7 @@ class OnnxBackend:
         names = [o.name for o in session.get_outputs()]
 
         def run(batch: np.ndarray) -> Capture:
-            results = dict(zip(names, session.run(None, {input_name: batch}), strict=True))
+            results = dict(zip(names, run_session(session, None, {input_name: batch}), strict=True))
             return Capture(np.asarray(results[names[0]], dtype=np.float32), {t: results[t] for t in taps})
 
         return run

@@ -1,9 +1,21 @@
-"""The one place onnxruntime sessions are made: CPU provider, thread counts, spinning."""
+"""The one place onnxruntime sessions are made and run: CPU provider, thread counts, spinning, deadlines.
+
+Every ``session.run`` goes through ``run_session``, which cancels it when the
+request's deadline (``quantcore.deadline``) passes: one watchdog thread sets
+the run's ``RunOptions.terminate``, which onnxruntime checks between kernels
+and inside its loops, so even an endless ``Loop`` returns at once.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+from quantcore.deadline import current_deadline
 from quantcore.errors import InvalidModelError
 
 if TYPE_CHECKING:
@@ -47,3 +59,72 @@ def make_session(
                                     providers=["CPUExecutionProvider"])  # fmt: skip
     except Exception as exc:  # ORT raises its own untyped errors for bad graphs
         raise InvalidModelError(f"onnxruntime cannot run this model: {exc}") from exc
+
+
+class _Watchdog:
+    """One daemon thread that sets ``terminate`` on each watched run whose time is up."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._heap: list[tuple[float, int, Any]] = []
+        self._live: set[int] = set()
+        self._numbers = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, at: float, options: Any) -> int:
+        with self._wake:
+            number = next(self._numbers)
+            heapq.heappush(self._heap, (at, number, options))
+            self._live.add(number)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="quantcore-run-watchdog", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+            return number
+
+    def unwatch(self, number: int) -> None:
+        with self._wake:
+            self._live.discard(number)
+
+    def _serve(self) -> None:
+        with self._wake:
+            while True:
+                # Finished runs are dropped lazily, when they reach the top.
+                while self._heap and self._heap[0][1] not in self._live:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._wake.wait()
+                    continue
+                at, number, options = self._heap[0]
+                wait = at - time.monotonic()
+                if wait > 0:
+                    self._wake.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+                self._live.discard(number)
+                options.terminate = True
+
+
+_WATCHDOG = _Watchdog()
+
+
+def run_session(session: ort.InferenceSession, outputs: Sequence[str] | None, feeds: Mapping[str, Any]) -> list[Any]:
+    """``session.run(outputs, feeds)``, cancelled when the deadline in force passes.
+
+    Raises:
+        RunTimeoutError: the deadline passed before or during the run.
+    """
+    import onnxruntime as ort
+
+    deadline = current_deadline()
+    deadline.check()
+    options = ort.RunOptions()
+    number = _WATCHDOG.watch(deadline.at, options)
+    try:
+        return session.run(outputs, dict(feeds), options)
+    except Exception:
+        if options.terminate:  # ORT says only "Exiting due to terminate flag": say why it was set
+            raise deadline.error() from None
+        raise
+    finally:
+        _WATCHDOG.unwatch(number)

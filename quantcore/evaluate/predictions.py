@@ -22,6 +22,7 @@ import numpy as np
 
 from quantcore import settings
 from quantcore.backends import Predictor, predictor_for
+from quantcore.errors import RunTimeoutError
 from quantcore.evaluate.failures import failure_note
 from quantcore.evaluate.inputs import InputSpec, OutputKind, SampleSet, to_model_input, variant_spec
 from quantcore.evaluate.progress import Progress
@@ -150,6 +151,8 @@ def variant_logits(
         try:
             view_settings = (str(key), samples.key, batch_size, threads, own)
             (logits[key], seconds[key]), _ = cached(variants, "logits", view_settings, compute)
+        except RunTimeoutError:  # the request's time is up: it ends, for every variant
+            raise
         except Exception as exc:  # one failing variant must not end the others' run
             logger.warning("running %s over %s failed: %s", key, samples.description, exc)
             notes.append(failure_note(key, exc))
@@ -265,6 +268,8 @@ def predict_image(
             if own.batch and own.batch > 1:  # a graph that fixes its batch gets one; the first row is ours
                 batch = np.repeat(batch, own.batch, axis=0)
             outputs = np.asarray(predictor_for(variants.model(key))(batch))[:1]
+        except RunTimeoutError:  # the request's time is up: it ends, for every variant
+            raise
         except Exception as exc:  # one failing variant must not hide the others
             logger.warning("running %s on one image failed: %s", key, exc)
             notes.append(failure_note(key, exc))

@@ -14,6 +14,7 @@ import numpy as np
 
 from quantcore import settings
 from quantcore.backends import Predictor, predictor_for
+from quantcore.errors import RunTimeoutError
 from quantcore.evaluate.failures import failure_note
 from quantcore.evaluate.inputs import InputSpec, folder_samples, generated_inputs, to_model_input, variant_spec
 from quantcore.evaluate.predictions import runnable_with
@@ -194,6 +195,8 @@ def measure_speeds(
                 inputs[str(key)] = to_model_input(np.resize(pixels, (batch_size, *pixels.shape[1:])), own)
                 predictor = predictor_for(variants.model(key), threads=threads)
                 predictor(inputs[str(key)])  # fails here, not inside the shared timing loop
+            except RunTimeoutError:  # the request's time is up: it ends, for every variant
+                raise
             except Exception as exc:  # one failing variant must not end the others' timing
                 logger.warning("timing %s failed: %s", key, exc)
                 failed = failure_note(key, exc, what=f"failed at batch {batch_size}")

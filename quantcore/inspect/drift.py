@@ -25,6 +25,7 @@ import numpy as np
 
 from quantcore import settings
 from quantcore.backends import Capture, Layer, Tapper, tapper_for, to_numpy
+from quantcore.errors import RunTimeoutError
 from quantcore.evaluate.failures import failure_note
 from quantcore.evaluate.inputs import InputBatches, InputSpec, input_spec, sample_inputs, to_model_input, variant_spec
 from quantcore.evaluate.progress import Progress
@@ -162,6 +163,8 @@ def layer_drift(
             continue
         try:
             tappers[key] = _runner(tapper_for(variants.model(key), taps), own, convert=not inputs.as_model_input)
+        except RunTimeoutError:  # the request's time is up: it ends, for every variant
+            raise
         except Exception as exc:  # this variant's comparisons are dropped, the others still run
             logger.warning("capturing the activations of %s failed: %s", key, exc)
             notes.append(failure_note(key, exc, what="its activations cannot be captured"))
@@ -180,6 +183,8 @@ def layer_drift(
         for reference in dict.fromkeys(c.reference for c in comparisons):
             try:
                 captured[reference] = tappers[reference](batch)
+            except RunTimeoutError:  # the request's time is up: it ends, for every variant
+                raise
             except Exception as exc:  # an ORT/torch failure drops this reference's comparisons, not the run
                 logger.warning("running %s failed: %s", reference, exc)
                 notes.append(failure_note(reference, exc).replace("— skipped", "— its comparisons dropped"))
@@ -288,6 +293,8 @@ def _compare_batch(
     reference = captured[ref_key]
     try:
         capture = captured.get(key) or tapper(batch)
+    except RunTimeoutError:  # the request's time is up: it ends, for every variant
+        raise
     except Exception as exc:  # one failing variant must not end the others' run
         logger.warning("running %s failed: %s", key, exc)
         notes.append(failure_note(key, exc).replace("— skipped", "— left out"))

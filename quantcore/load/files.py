@@ -11,6 +11,9 @@ as an ``nn.Module`` in eval mode, whichever way they were saved:
 
 TorchScript and whole pickles can run code when loaded, so they load only
 from a trusted source (the local models root, or an operator's opt-in).
+ONNX graphs with control flow (``Loop``, ``Scan``, ``If``) load only from a
+trusted source too: a loop can be made to run without end, and no view of a
+small CNN needs one. Every run is under a deadline all the same.
 Heavy libraries are imported on first use so that importing quantcore is cheap.
 """
 
@@ -50,6 +53,8 @@ OPT_IN_HINT = (
 )
 # One record per tensor storage plus a few: far more than any model here has.
 TORCH_MAX_MEMBERS = 65_000
+# Ops that run a subgraph a number of times the graph decides (or choose one): no CNN view needs them.
+CONTROL_FLOW_OPS = frozenset({"Loop", "Scan", "If", "SequenceMap"})
 # Keys under which converters commonly nest a state_dict or a whole module.
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net")
 
@@ -170,6 +175,39 @@ def _check_external_data(model_path: Path, location: str, *, folder: Path, root:
         raise PathNotAllowedError(
             f"{name}: external data '{location}' has other hard links, so it may be a file from elsewhere; "
             "copy it into the folder instead"
+        )
+
+
+def control_flow_ops(model: onnx.ModelProto) -> set[str]:
+    """The control-flow ops anywhere in ``model``: its graph, every subgraph, and its local functions."""
+    import onnx
+
+    found: set[str] = set()
+    pending = [list(model.graph.node), *(list(f.node) for f in model.functions)]
+    while pending:
+        for node in pending.pop():
+            if node.op_type in CONTROL_FLOW_OPS:
+                found.add(node.op_type)
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    pending.append(list(attribute.g.node))
+                elif attribute.type == onnx.AttributeProto.GRAPHS:
+                    pending.extend(list(g.node) for g in attribute.graphs)
+    return found
+
+
+def refuse_control_flow(path: Path, model: onnx.ModelProto) -> None:
+    """Refuse an untrusted graph with control flow, naming the ops.
+
+    Raises:
+        UnsafeModelError: the graph (or a subgraph or function of it) uses ``CONTROL_FLOW_OPS``.
+    """
+    ops = control_flow_ops(model)
+    if ops:
+        raise UnsafeModelError(
+            f"{path.name}: refused — it uses control flow ({', '.join(sorted(ops))}), which can be made to run "
+            f"without end, and this file comes from an untrusted source; the views here need no control flow. "
+            f"{OPT_IN_HINT[0].upper()}{OPT_IN_HINT[1:]}"
         )
 
 
@@ -329,7 +367,10 @@ def load_pytorch_model(
 
 
 def _load_onnx_entry(path: Path, trusted: bool, data_root: Path | None) -> tuple[Any, str]:
-    return load_onnx_model(path, data_root=data_root), "onnx"
+    model = load_onnx_model(path, data_root=data_root)
+    if not trusted:
+        refuse_control_flow(path, model)
+    return model, "onnx"
 
 
 def _load_torch_entry(path: Path, trusted: bool, data_root: Path | None) -> tuple[Any, str]:
@@ -350,8 +391,10 @@ __all__ = [
     "Storage",
     "check_archive",
     "check_file",
+    "control_flow_ops",
     "detect_storage",
     "load_onnx_model",
     "load_pytorch_model",
     "load_torch_file",
+    "refuse_control_flow",
 ]
