@@ -310,3 +310,19 @@ def test_an_endless_model_from_a_trusted_folder_is_stopped_and_others_are_served
         assert time.monotonic() - started <= limit + 15
         layers, began, ended = _timed(client(), "resnet8", "", api_name="/layers")
         assert "error" not in layers and ended - began < 5
+
+
+def test_calibration_stops_between_batches_once_the_deadline_has_passed() -> None:
+    """ORT's calibrator runs sessions of its own; the reader it pulls batches from keeps the deadline."""
+    from quantcore.quantize.calibration import CalibrationReader, CalibrationSet
+
+    data = np.zeros((40, 3, 32, 32), dtype=np.float32)
+    reader = CalibrationReader(CalibrationSet(data, "zeros", {"kind": "test"}, "0" * 64, batch=10), "input")
+    with run_deadline(5):
+        served = [reader.get_next() for _ in range(2)]
+    assert all(batch is not None and batch["input"].shape == (10, 3, 32, 32) for batch in served)
+    with run_deadline(0.05):
+        time.sleep(0.1)
+        with pytest.raises(RunTimeoutError):
+            reader.get_next()
+    assert reader.served == 2

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from quantcore.deadline import check_deadline
 from quantcore.errors import DatasetError, RecipeError
 from quantcore.evaluate.inputs import folder_samples, load_test_set, to_model_input, variant_spec
 from quantcore.load import ModelVariants, VariantKey
@@ -115,6 +116,7 @@ class CalibrationReader:
         self.served = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
+        check_deadline()  # ORT's calibrator runs its own session: the request's deadline is kept between batches
         batch = next(self._iter, None)
         self.served += batch is not None
         return batch
