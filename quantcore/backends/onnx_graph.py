@@ -238,8 +238,10 @@ class OnnxGraph:
                 fused.append(op)
             elif op == "QuantizeLinear" and tensor_q is None and user.input[0] == tensor:
                 tensor_q = out_q = self.dq_params(user)
-            elif op == "DequantizeLinear" and tensor_q is not None and user.input[0] == tensor:
-                tensor_q = None
+                # Tap the integer tensor, not the DequantizeLinear after it: a DQ output made a graph output
+                # stops onnxruntime fusing the next layer into an integer kernel (slower, and not what runs).
+                tensor = user.output[0]
+                break
             else:
                 break
             tensor = user.output[0]
