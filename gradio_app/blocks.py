@@ -18,7 +18,7 @@ import gradio as gr
 
 from gradio_app import handlers, input_panel, render
 from gradio_app.common import FOLDER_EVENTS, HUB_EVENTS, PRIVATE, Page
-from gradio_app.tabs import layer_error, layers, predictions, scorecard, weights
+from gradio_app.tabs import layer_error, layers, predictions, quantize, scorecard, weights
 from quantcore import settings
 from quantcore.evaluate.images import apply_pixel_limit
 
@@ -145,11 +145,14 @@ def _tabs(page: Page) -> None:
             predictions_tab = predictions.build()
         with gr.Tab("Accuracy & speed", id="scorecard"):
             scorecard_tab = scorecard.build()
+        with gr.Tab("Quantize", id="quantize"):
+            quantize_tab = quantize.build()
     layers.wire(page, layers_tab, weights_tab.layer)
     weights.wire(page, weights_tab)
     layer_error.wire(page, error_tab)
     predictions.wire(page, predictions_tab)
     scorecard.wire(page, scorecard_tab)
+    quantize.wire(page, quantize_tab)
 
 
 # The page's own events are private, and named so as not to take the public names in _wire_api.

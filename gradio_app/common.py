@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 import gradio as gr
 
 from gradio_app import render
-from quantcore import QuantcoreError, open_source
+from quantcore import QuantcoreError, Source, open_source
 from quantcore.deadline import run_deadline
 from quantcore.errors import NothingLoadedError
 from quantcore.load import ModelVariants
+from quantcore.quantize import store
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +53,16 @@ class Page:
 
 
 def variants_for(source: Any) -> ModelVariants:
-    """The loaded variants a source stands for: the page's state, a summary, or a folder name.
+    """The loaded variants a source stands for: the page's state, a summary, or a folder name — with the
+    folder's saved recipes and the session's recipe variants (``Source.recipes``) beside the five.
 
     Raises:
         NothingLoadedError: nothing is loaded yet.
         PathNotAllowedError, ModelNotFoundError, HubError: as loading or pulling it would.
     """
-    return open_source(source)
+    variants = open_source(source)
+    resolved = Source.from_client(source)
+    return store.with_recipes(variants, resolved.recipes if resolved is not None else ())[0]
 
 
 def note(lines: list[str] | tuple[str, ...], title: str | None = None) -> str:

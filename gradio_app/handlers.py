@@ -21,6 +21,7 @@ from gradio_app import render
 from quantcore import QuantcoreError, Source, get_model_summary, load_model_variants, paths, settings
 from quantcore.errors import PathNotAllowedError
 from quantcore.load import hub
+from quantcore.quantize import store
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def _load(relative: str | Sequence[str], progress: ProgressFn) -> Result:
         progress(0.1, desc="Checking the folder")
         folder = paths.resolve_folder(relative)
         progress(0.3, desc="Loading model variants")
-        summary = get_model_summary(load_model_variants(folder))
+        summary = get_model_summary(store.with_recipes(load_model_variants(folder))[0])  # saved recipes too
         return summary, Source.local(folder.relative_to(models_root()).as_posix())
 
     return _summarize(_describe(relative), produce)

@@ -36,6 +36,7 @@ class Source:
             pulled at, the folder in it, and the revision the user asked for.
         input: the page's input override, ``{"*" or key: {field: value}}``
             (``ModelVariants.with_input``), kept with the handle so every view feeds alike.
+        recipes: names of the recipe variants this session made for the folder, shown by every view.
     """
 
     kind: SourceKind
@@ -45,10 +46,15 @@ class Source:
     subfolder: str | None = None
     revision: str | None = None
     input: Mapping[str, Any] | None = None
+    recipes: tuple[str, ...] = ()
 
     def with_input(self, override: Mapping[str, Any] | None) -> Source:
         """The same source read with another input override (None or empty: as the folder says)."""
         return replace(self, input=dict(override) if override else None)
+
+    def with_recipe(self, name: str) -> Source:
+        """The same source, also showing the session's recipe ``name`` (last, once)."""
+        return replace(self, recipes=(*[r for r in self.recipes if r != name], name))
 
     @classmethod
     def local(cls, folder: str | Sequence[str]) -> Source:
@@ -78,7 +84,8 @@ class Source:
                      "subfolder": self.subfolder, "revision": self.revision}  # fmt: skip
         else:
             shown = {"kind": str(self.kind), "folder": self.folder}
-        return {**shown, "input": dict(self.input)} if self.input else shown
+        shown = {**shown, "input": dict(self.input)} if self.input else shown
+        return {**shown, "recipes": list(self.recipes)} if self.recipes else shown
 
     @classmethod
     def from_client(cls, value: Any) -> Source | None:
@@ -95,22 +102,35 @@ class Source:
         if isinstance(value, dict):
             if isinstance(value.get("source"), dict):
                 return cls.from_client(value["source"])
-            override = _override(value.get("input"))
-            hub = value.get("hub") if isinstance(value.get("hub"), dict) else None
-            if hub is None and value.get("kind") == SourceKind.HUB:
-                hub = value
-            if hub is not None and hub.get("repo_id"):
-                return cls(SourceKind.HUB, repo_id=_text(hub.get("repo_id")), commit=_text(hub.get("commit")),
-                           subfolder=_text(hub.get("subfolder")), input=override,
-                           revision=_text(hub.get("revision", hub.get("revision_requested"))))  # fmt: skip
-            folder = value.get("folder")
-            found = cls.from_client(folder) if folder is not None else None
-            return found.with_input(override) if found is not None else None
+            found = cls._from_dict(value)
+            return replace(found, recipes=_recipes(value.get("recipes"))) if found is not None else None
         if isinstance(value, str):
             return cls.local(value) if value.strip() else None
         if isinstance(value, list) and all(isinstance(part, str) for part in value):
             return cls.local(value) if value else None
         raise PathNotAllowedError("a source must be a folder name, a list of its segments, or a summary")
+
+    @classmethod
+    def _from_dict(cls, value: dict[str, Any]) -> Source | None:
+        override = _override(value.get("input"))
+        hub = value.get("hub") if isinstance(value.get("hub"), dict) else None
+        if hub is None and value.get("kind") == SourceKind.HUB:
+            hub = value
+        if hub is not None and hub.get("repo_id"):
+            return cls(SourceKind.HUB, repo_id=_text(hub.get("repo_id")), commit=_text(hub.get("commit")),
+                       subfolder=_text(hub.get("subfolder")), input=override,
+                       revision=_text(hub.get("revision", hub.get("revision_requested"))))  # fmt: skip
+        folder = value.get("folder")
+        found = cls.from_client(folder) if folder is not None else None
+        return found.with_input(override) if found is not None else None
+
+
+def _recipes(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and 0 < len(v) <= 64 for v in value):
+        raise PathNotAllowedError("a source's recipes are a list of recipe names")
+    return tuple(dict.fromkeys(value))
 
 
 def _override(value: Any) -> dict[str, Any] | None:

@@ -1,5 +1,6 @@
 """The playground's quantizer: recipes mapped onto onnxruntime's ``quantize_static``, with calibration reuse."""
 
+from quantcore.quantize import store
 from quantcore.quantize.build import (
     RecipeResult,
     float_source,
@@ -46,6 +47,7 @@ __all__ = [
     "ort_arguments",
     "quantize_recipe",
     "resolve_layers",
+    "store",
     "weighted_nodes",
     "with_results",
 ]

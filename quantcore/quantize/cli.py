@@ -35,7 +35,12 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust", action="store_true", help="let TorchScript and pickles load from outside the root")
 
 
-def _overrides(texts: list[str]) -> dict[str, dict[str, str]]:
+def parse_overrides(texts: list[str]) -> dict[str, dict[str, str]]:
+    """``LAYER=weight:TYPE[,activation:TYPE]`` lines as recipe overrides.
+
+    Raises:
+        ValueError: a line of another form.
+    """
     found: dict[str, dict[str, str]] = {}
     for text in texts:
         layer, sep, spec = text.partition("=")
@@ -73,7 +78,7 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
     if exclude:
         changed["exclude"] = base["exclude"] = exclude
     if args.override:
-        changed["overrides"] = base["overrides"] = _overrides(args.override)
+        changed["overrides"] = base["overrides"] = parse_overrides(args.override)
     if args.name is None and (not args.recipe or changed):
         base.pop("name", None)  # a changed recipe is named after its options again
     return Recipe.from_dict(base)

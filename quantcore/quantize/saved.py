@@ -17,6 +17,7 @@ from typing import Any
 
 from quantcore import settings
 from quantcore.backends import backend_for
+from quantcore.cache import SingleFlightLRU
 from quantcore.errors import PathNotAllowedError, QuantcoreError, RecipeError
 from quantcore.load import ModelVariants, RecipeKey, Status, VariantRecord, load_onnx_model
 from quantcore.quantize.build import RecipeResult, manifest_text
@@ -75,12 +76,35 @@ def _read_one(folder: Path, confine: Path) -> tuple[RecipeKey, VariantRecord]:
     return key, record
 
 
+def _listing(base: Path) -> tuple[tuple[str, int, int, int], ...]:
+    found = []
+    for entry in sorted(base.iterdir())[:MAX_SAVED]:
+        for name in (MODEL_NAME, MANIFEST_NAME):
+            try:
+                stat = (entry / name).stat()
+            except OSError:
+                continue
+            found.append((f"{entry.name}/{name}", stat.st_size, stat.st_mtime_ns, stat.st_ino))
+    return tuple(found)
+
+
+_SAVED: SingleFlightLRU[tuple[dict[RecipeKey, VariantRecord], list[str]]] = SingleFlightLRU(8)
+
+
 def saved_recipes(variants: ModelVariants) -> tuple[dict[RecipeKey, VariantRecord], list[str]]:
-    """The folder's saved recipes as recipe variant records, and notes on any that could not be read."""
+    """The folder's saved recipes as recipe variant records, and notes on any that could not be read.
+
+    Read once per listing of ``recipes/`` (names, sizes, times): a save or an edit is seen on the next call.
+    """
     base = variants.folder / RECIPES_DIR
     confine = variants.confine_root
     if not base.is_dir() or not Path(os.path.realpath(base)).is_relative_to(confine):
         return {}, []
+    records, notes = _SAVED.get((str(base), str(confine)), _listing(base), lambda: _read_all(base, confine))[0]
+    return dict(records), list(notes)
+
+
+def _read_all(base: Path, confine: Path) -> tuple[dict[RecipeKey, VariantRecord], list[str]]:
     records: dict[RecipeKey, VariantRecord] = {}
     notes: list[str] = []
     for entry in sorted(base.iterdir())[:MAX_SAVED]:

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from quantcore.load import ModelVariants, RecipeKey, VariantRecord
+from quantcore.quantize.board import BoardEntry
 from quantcore.quantize.build import RecipeResult
 from quantcore.quantize.saved import saved_recipes
 
@@ -21,6 +22,7 @@ CAPACITY = 64
 
 _LOCK = threading.Lock()
 _MADE: OrderedDict[tuple[str, str], RecipeResult] = OrderedDict()
+_SCORES: dict[tuple[str, str, str], BoardEntry] = {}  # (folder, name, the recipe's sha256) -> its board entry
 
 
 def _folder(variants: ModelVariants) -> str:
@@ -35,6 +37,20 @@ def remember(variants: ModelVariants, result: RecipeResult) -> None:
         _MADE[key] = result
         while len(_MADE) > CAPACITY:
             _MADE.popitem(last=False)
+
+
+def keep_score(variants: ModelVariants, sha256: str, entry: BoardEntry) -> None:
+    """Keep a recipe's board entry (for the very file it scored)."""
+    with _LOCK:
+        _SCORES[(_folder(variants), entry.recipe, sha256)] = entry
+        while len(_SCORES) > CAPACITY:
+            _SCORES.pop(next(iter(_SCORES)))
+
+
+def score(variants: ModelVariants, name: str, sha256: str | None) -> BoardEntry | None:
+    """The kept board entry of recipe ``name`` as it is now (None when not scored)."""
+    with _LOCK:
+        return _SCORES.get((_folder(variants), str(RecipeKey(name)), sha256 or ""))
 
 
 def made(variants: ModelVariants, name: str) -> RecipeResult | None:
@@ -64,3 +80,4 @@ def clear() -> None:
     """Forget every recipe made in this process."""
     with _LOCK:
         _MADE.clear()
+        _SCORES.clear()
