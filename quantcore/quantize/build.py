@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from quantcore.backends import backend_for
-from quantcore.errors import RecipeError
+from quantcore.errors import QuantcoreError, RecipeError
 from quantcore.load import ModelVariants, RecipeKey, Status, VariantKey, VariantRecord
 from quantcore.quantize import calibration as calib
 from quantcore.quantize.calibration import CalibrationReader, CalibrationSet
@@ -175,7 +175,7 @@ def quantize_recipe(
             out = Path(tmp) / "model.onnx"
             try:
                 quantize_static(str(path), str(out), reader, calibration_cache_path=str(ranges), **arguments)
-            except RecipeError:
+            except QuantcoreError:  # ours, e.g. the request's deadline passing between calibration batches
                 raise
             except Exception as exc:  # onnxruntime raises plain errors for what it refuses
                 raise RecipeError(f"onnxruntime could not quantize with this recipe: {exc}") from exc
