@@ -72,8 +72,10 @@ def predictor_for(model: Any, *, threads: int | None = None) -> Predictor:
     return entry[1]
 
 
-def tapper_for(model: Any, taps: Sequence[str], *, threads: int | None = None) -> Tapper:
+def tapper_for(model: Any, taps: Sequence[str], *, threads: int | None = None, as_written: bool = False) -> Tapper:
     """The tapper of a loaded model for ``taps``, built on first use and then reused.
+
+    ``as_written``: each step as the graph writes it, no fused integer kernels (see ``Backend.tapper``).
 
     Raises:
         InvalidModelError: a tap names nothing in the model, or the runtime cannot run it.
@@ -81,8 +83,12 @@ def tapper_for(model: Any, taps: Sequence[str], *, threads: int | None = None) -
     """
     threads = settings.current().threads if threads is None else threads
     backend = backend_for(model)
-    key = ("tapper", id(model), tuple(taps), threads)
-    entry, _ = _RUNNERS.get(key, None, lambda: (model, _checked(backend.tapper(model, list(taps), threads=threads))))
+    key = ("tapper", id(model), tuple(taps), threads, as_written)
+    entry, _ = _RUNNERS.get(
+        key,
+        None,
+        lambda: (model, _checked(backend.tapper(model, list(taps), threads=threads, as_written=as_written))),
+    )
     return entry[1]
 
 

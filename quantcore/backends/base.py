@@ -72,8 +72,12 @@ class Backend(Protocol):
         """
         ...
 
-    def tapper(self, model: Any, taps: Sequence[str], *, threads: int) -> Tapper:
-        """A function running one float32 batch and capturing ``taps`` (named as ``Layer.tap`` names them)."""
+    def tapper(self, model: Any, taps: Sequence[str], *, threads: int, as_written: bool = False) -> Tapper:
+        """A function running one float32 batch and capturing ``taps`` (named as ``Layer.tap`` names them).
+
+        ``as_written``: compute each step as the graph writes it, without fusing quantized steps into
+        integer kernels (what onnxruntime's ``qdq_loss_debug`` measures); runtimes that do not fuse ignore it.
+        """
         ...
 
     def predictor(self, model: Any, *, threads: int) -> Predictor:

@@ -157,7 +157,7 @@ class OnnxBackend:
 
         return predict
 
-    def tapper(self, model: onnx.ModelProto, taps: Sequence[str], *, threads: int) -> Tapper:
+    def tapper(self, model: onnx.ModelProto, taps: Sequence[str], *, threads: int, as_written: bool = False) -> Tapper:
         import onnx
 
         augmented = onnx.ModelProto()
@@ -172,7 +172,9 @@ class OnnxBackend:
         # An output without a type is fine for onnxruntime: it infers it.
         augmented.graph.output.extend(onnx.ValueInfoProto(name=t) for t in extra)
         # Idle ORT threads spin for a while after each run; here torch may run next and need those cores.
-        session = make_session(augmented, threads, spinning=False)
+        # As written: no fusing of Q/DQ steps into integer kernels. A float graph has none; it stays optimized.
+        quantized = any(node.op_type in QDQ_OPS | QOPERATOR_OPS for node in model.graph.node)
+        session = make_session(augmented, threads, spinning=False, optimize=not (as_written and quantized))
         input_name = session.get_inputs()[0].name
         names = [o.name for o in session.get_outputs()]
 

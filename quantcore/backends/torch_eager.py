@@ -229,7 +229,7 @@ class EagerBackend:
     def predictor(self, model: torch.nn.Module, *, threads: int) -> Predictor:
         return module_predictor(model, threads)
 
-    def tapper(self, model: torch.nn.Module, taps: Sequence[str], *, threads: int) -> Tapper:
+    def tapper(self, model: torch.nn.Module, taps: Sequence[str], *, threads: int, as_written: bool = False) -> Tapper:
         return module_tapper(model, taps)
 
     def output_kind(self, model: torch.nn.Module) -> str | None:

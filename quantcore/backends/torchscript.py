@@ -200,7 +200,9 @@ class ScriptBackend:
     def predictor(self, model: torch.jit.ScriptModule, *, threads: int) -> Predictor:
         return module_predictor(model, threads)
 
-    def tapper(self, model: torch.jit.ScriptModule, taps: Sequence[str], *, threads: int) -> Tapper:
+    def tapper(
+        self, model: torch.jit.ScriptModule, taps: Sequence[str], *, threads: int, as_written: bool = False
+    ) -> Tapper:
         return script_tapper(model, taps)
 
     def output_kind(self, model: torch.jit.ScriptModule) -> str | None:

@@ -31,11 +31,15 @@ from quantcore.evaluate.inputs import InputBatches, InputSpec, input_spec, sampl
 from quantcore.evaluate.progress import Progress
 from quantcore.inspect.layer_table import LayerTable, build_layer_table, layer_table
 from quantcore.inspect.sqnr import SqnrAccumulator
-from quantcore.load import Key, ModelVariants, VariantKey
+from quantcore.load import Key, ModelFormat, ModelVariants, VariantKey
 from quantcore.load.results_cache import cached
 
 logger = logging.getLogger(__name__)
 
+AS_WRITTEN_NOTE = (
+    "Quantized ONNX graphs ran each quantized step as the graph writes it, as onnxruntime's qdq_loss_debug "
+    "does; the integer kernels this CPU fuses them into can lose a few dB more (Accuracy & speed runs those)."
+)
 DEFAULT_IMAGES = 256
 DEFAULT_BATCH_SIZE = 32
 ProgressFn = Callable[[float, str], None]
@@ -108,6 +112,7 @@ def layer_drift(
     batch_size: int = DEFAULT_BATCH_SIZE,
     inputs: InputBatches | None = None,
     include_float: bool = False,
+    as_written: bool = True,
     progress: ProgressFn | None = None,
 ) -> DriftReport:
     """Per-layer SQNR of every quantized variant against its float reference.
@@ -122,6 +127,10 @@ def layer_drift(
         batch_size: images per forward pass; memory grows with it, not with ``images``.
         inputs: explicit inputs, instead of the folder's samples.
         include_float: also compare ``onnx_float`` with ``pytorch_float`` (export fidelity).
+        as_written: run quantized ONNX graphs with each step as the graph writes it (what onnxruntime's
+            ``qdq_loss_debug`` measures). False: through the integer kernels onnxruntime fuses around the
+            taps — but taps change what it fuses (an S8S8 tensor made a graph output is not turned to U8),
+            so those figures are neither the plain run's nor the graph's; the scorecard measures the kernels.
         progress: called with (fraction done, message) after every batch.
 
     Returns:
@@ -162,13 +171,16 @@ def layer_drift(
                          "of the others; left out")  # fmt: skip
             continue
         try:
-            tappers[key] = _runner(tapper_for(variants.model(key), taps), own, convert=not inputs.as_model_input)
+            tapper = tapper_for(variants.model(key), taps, as_written=as_written)
+            tappers[key] = _runner(tapper, own, convert=not inputs.as_model_input)
         except RunTimeoutError:  # the request's time is up: it ends, for every variant
             raise
         except Exception as exc:  # this variant's comparisons are dropped, the others still run
             logger.warning("capturing the activations of %s failed: %s", key, exc)
             notes.append(failure_note(key, exc, what="its activations cannot be captured"))
     comparisons = [c for c in comparisons if c.variant in tappers and c.reference in tappers]
+    if as_written and any(c.variant.format is ModelFormat.ONNX and c.variant.is_quantized for c in comparisons):
+        notes.append(AS_WRITTEN_NOTE)
 
     reference_correct: dict[Key, int] = {}
     count = inputs.count if comparisons else 0
@@ -199,7 +211,8 @@ def layer_drift(
                 comparisons.remove(comparison)
         done += len(batch)
         if done == 1:
-            per_image = sum(_captured_bytes(c) for c in captured.values()) * 2  # references' captures, and variants'
+            # References' captures, and variants'; a graph run as written also holds each Q/DQ step's float copy.
+            per_image = sum(_captured_bytes(c) for c in captured.values()) * (3 if as_written else 2)
             size = _fitting_batch(batch_size, per_image, budget, notes)
         report(done, f"through {len(comparisons)} variant(s)")
         if not comparisons:
