@@ -17,6 +17,14 @@ from typing import Any
 from quantcore import settings
 from quantcore.backends.base import Backend, Capture, Predictor, Tapper, TensorSpec, to_numpy
 from quantcore.backends.layer import Layer, LayerKind, QuantParams, integer_limits, make_qparams
+from quantcore.backends.onnx_integer import (
+    INTEGER_KERNELS,
+    IntegerGraph,
+    IntegerStep,
+    IntTensor,
+    kernel_ops,
+    read_integer_graph,
+)
 from quantcore.backends.onnxrt import OnnxBackend
 from quantcore.backends.torch_eager import INPUT_SUFFIX, EagerBackend
 from quantcore.backends.torchscript import ScriptBackend
@@ -92,6 +100,14 @@ def tapper_for(model: Any, taps: Sequence[str], *, threads: int | None = None, a
     return entry[1]
 
 
+def integer_graph_for(model: Any) -> IntegerGraph | None:
+    """A model's integer steps (conv/dense layers and what runs between them), or None for a runtime whose
+    integer graph is not read (PyTorch int8 for now)."""
+    if isinstance(backend_for(model), OnnxBackend):
+        return read_integer_graph(model)
+    return None
+
+
 def runners_info() -> CacheInfo:
     """Hits, misses and entries of the predictor/tapper cache."""
     return _RUNNERS.info()
@@ -105,8 +121,12 @@ def runners_clear() -> None:
 __all__ = [
     "BACKENDS",
     "INPUT_SUFFIX",
+    "INTEGER_KERNELS",
     "Backend",
     "Capture",
+    "IntTensor",
+    "IntegerGraph",
+    "IntegerStep",
     "Layer",
     "LayerKind",
     "Predictor",
@@ -114,10 +134,13 @@ __all__ = [
     "Tapper",
     "TensorSpec",
     "backend_for",
+    "integer_graph_for",
     "integer_limits",
     "is_model",
+    "kernel_ops",
     "make_qparams",
     "predictor_for",
+    "read_integer_graph",
     "runners_clear",
     "runners_info",
     "tapper_for",

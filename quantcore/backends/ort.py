@@ -128,3 +128,29 @@ def run_session(session: ort.InferenceSession, outputs: Sequence[str] | None, fe
         raise
     finally:
         _WATCHDOG.unwatch(number)
+
+
+def optimized_graph(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph onnxruntime runs after its fusions (QDQ groups into integer kernels), at the extended level.
+
+    The extended level holds the QDQ fusions but no hardware-specific layout changes, so the saved graph
+    names which layers run as integer kernels and which stay float on this CPU.
+
+    Raises:
+        InvalidModelError: onnxruntime cannot build a session for it.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import onnx
+    import onnxruntime as ort
+
+    options = session_options(1, spinning=False)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    with tempfile.TemporaryDirectory(prefix="qp-optimized-") as folder:
+        options.optimized_model_filepath = str(Path(folder) / "optimized.onnx")
+        try:
+            ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own untyped errors for bad graphs
+            raise InvalidModelError(f"onnxruntime cannot run this model: {exc}") from exc
+        return onnx.load(options.optimized_model_filepath, load_external_data=False)

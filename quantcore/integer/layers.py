@@ -1,0 +1,181 @@
+"""What each quantized conv/dense layer asks of an integer kernel: multipliers, bias, accumulator, saturation.
+
+For one layer, ``LayerStats`` gathers over the samples (a batch at a time, so
+memory stays flat) the largest |accumulator| per channel, how many outputs sit
+at the type's min and max, and how the integer reference — fed the quantized
+input onnxruntime itself produced — differs from onnxruntime's own quantized
+output, once with onnxruntime's float requantization and once with the
+fixed-point ``M0``/shift form. ``LayerInteger`` is the finished row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from quantcore.backends.layer import integer_limits
+from quantcore.backends.onnx_integer import IntegerStep, IntTensor
+from quantcore.integer.fixed_point import (
+    INT32_MAX,
+    INT32_MIN,
+    fixed_point_value,
+    float_multiplier,
+    quantize_multipliers,
+    requantize_fixed,
+    requantize_float,
+    signed_bits,
+)
+from quantcore.integer.kernels import accumulate, accumulator_bound
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """How the reference's outputs differ from onnxruntime's on the samples."""
+
+    count: int
+    values: int
+    max_lsb: int
+
+    @property
+    def fraction(self) -> float:
+        return self.count / self.values if self.values else 0.0
+
+
+@dataclass(frozen=True)
+class Requantization:
+    """``M = s_in·s_w/s_out`` per output channel and its fixed-point form ``M0·2^(shift-31)``."""
+
+    multiplier: np.ndarray  # float64, exact from the float32 scales
+    multiplier_f32: np.ndarray  # as onnxruntime computes it
+    m0: np.ndarray  # int32
+    shift: np.ndarray  # int32, TFLite's convention: left shift, negative = right shift by -shift
+    relative_error: np.ndarray  # |M0·2^(shift-31) - M| / M (0 where M is 0)
+
+    @classmethod
+    def of(cls, step: IntegerStep) -> Requantization:
+        assert step.weight_scale is not None
+        x, y = step.inputs[0], step.output
+        exact = np.float64(x.scale) * step.weight_scale.astype(np.float64) / np.float64(y.scale)
+        m0, shift = quantize_multipliers(exact)
+        value = fixed_point_value(m0, shift)
+        error = np.divide(np.abs(value - exact), exact, out=np.zeros_like(exact), where=exact > 0)
+        return cls(exact, float_multiplier(x.scale, step.weight_scale, y.scale), m0, shift, error)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerInteger:
+    """One quantized conv or dense layer as an integer kernel sees it, measured on the samples."""
+
+    step: IntegerStep
+    requant: Requantization
+    bias_fits_int32: bool | None  # None without bias
+    bound: np.ndarray = field(repr=False)  # worst-case |accumulator| per output channel
+    observed: np.ndarray = field(repr=False)  # largest |accumulator| seen per output channel
+    at_min: np.ndarray = field(repr=False)  # outputs at the type's min, per channel (count)
+    at_max: np.ndarray = field(repr=False)
+    outputs_per_channel: int
+    float_mismatch: Mismatch
+    fixed_mismatch: Mismatch
+    images: int
+
+    @property
+    def input(self) -> IntTensor:
+        return self.step.inputs[0]
+
+    @property
+    def output(self) -> IntTensor:
+        return self.step.output
+
+    @property
+    def bound_bits(self) -> int:
+        return signed_bits(int(self.bound.max(initial=0)))
+
+    @property
+    def observed_max(self) -> int:
+        return int(self.observed.max(initial=0))
+
+    @property
+    def observed_bits(self) -> int:
+        return signed_bits(self.observed_max)
+
+    @property
+    def min_is_zero_point(self) -> bool:
+        """The output's zero point is its type's min (a fused ReLU's zeros sit there, not saturated values)."""
+        return self.output.zero_point == integer_limits(self.output.dtype)[0]
+
+    @property
+    def saturation_min(self) -> float:
+        total = self.outputs_per_channel * self.at_min.size
+        return float(self.at_min.sum() / total) if total else 0.0
+
+    @property
+    def saturation_max(self) -> float:
+        total = self.outputs_per_channel * self.at_max.size
+        return float(self.at_max.sum() / total) if total else 0.0
+
+    @property
+    def saturation(self) -> float:
+        """Outputs at the type's min or max; the min counts only when it is not the zero point (a ReLU's 0)."""
+        return self.saturation_max + (0.0 if self.min_is_zero_point else self.saturation_min)
+
+
+class LayerStats:
+    """Running figures of one layer over batches of onnxruntime's own quantized input and output."""
+
+    def __init__(self, step: IntegerStep) -> None:
+        self.step = step
+        self.requant = Requantization.of(step)
+        self.bound = accumulator_bound(step)
+        self.limits = integer_limits(step.output.dtype)
+        channels = step.channels
+        self.observed = np.zeros(channels, np.int64)
+        self.at_min = np.zeros(channels, np.int64)
+        self.at_max = np.zeros(channels, np.int64)
+        self.per_channel = 0
+        self.images = 0
+        self.mismatch = {"float": [0, 0, 0], "fixed": [0, 0, 0]}
+
+    def update(self, x: np.ndarray, y: np.ndarray) -> None:
+        """Add one batch: ``x`` the layer's integer input, ``y`` onnxruntime's integer output."""
+        step = self.step
+        acc = accumulate(step, x, int(self.bound.max(initial=0)))
+        if acc.shape != y.shape:
+            raise ValueError(f"{step.name}: reference output {acc.shape} against onnxruntime's {y.shape}")
+        channel_axes = (0, *range(2, acc.ndim))
+        self.observed = np.maximum(self.observed, np.abs(acc).max(axis=channel_axes))
+        low, high = self.limits
+        y64 = y.astype(np.int64)
+        self.at_min += (y64 == low).sum(axis=channel_axes)
+        self.at_max += (y64 == high).sum(axis=channel_axes)
+        self.per_channel += int(y.size // max(step.channels, 1))
+        self.images += len(y)
+        by_float = requantize_step(step, acc, self.requant, fixed=False)
+        by_fixed = requantize_step(step, acc, self.requant, fixed=True)
+        for mode, ours in (("float", by_float), ("fixed", by_fixed)):
+            diff = np.abs(ours - y64)
+            tally = self.mismatch[mode]
+            tally[0] += int(np.count_nonzero(diff))
+            tally[1] += int(diff.size)
+            tally[2] = max(tally[2], int(diff.max(initial=0)))
+
+    def result(self) -> LayerInteger:
+        step = self.step
+        fits = None if step.bias is None else bool(np.all((step.bias >= INT32_MIN) & (step.bias <= INT32_MAX)))
+        return LayerInteger(
+            step, self.requant, fits, self.bound, self.observed, self.at_min, self.at_max, self.per_channel,
+            Mismatch(*self.mismatch["float"]), Mismatch(*self.mismatch["fixed"]), self.images,
+        )  # fmt: skip
+
+
+def requantize_step(step: IntegerStep, acc: np.ndarray, requant: Requantization, *, fixed: bool) -> np.ndarray:
+    """A layer's integer output from its accumulator: requantized, zero point added, ReLU and saturation applied."""
+    limits = integer_limits(step.output.dtype)
+    shape = (1, -1, *([1] * (acc.ndim - 2)))
+    zero = step.output.zero_point
+    if fixed:
+        out, _ = requantize_fixed(np.clip(acc, INT32_MIN, INT32_MAX), requant.m0.reshape(shape).astype(np.int64),
+                                  requant.shift.reshape(shape), zero, limits)  # fmt: skip
+    else:
+        out, _ = requantize_float(acc, requant.multiplier_f32.reshape(shape), zero, limits)
+    return np.maximum(out, zero) if step.relu else out

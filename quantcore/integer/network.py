@@ -1,0 +1,208 @@
+"""A whole quantized network run in integers only, step by step, against onnxruntime's own tensors.
+
+The float input is quantized once (the edge a camera pipeline or a sensor
+driver would own); from there every step is integer arithmetic: conv and dense
+layers as in ``kernels``, adds and average pools rescaled by their own
+multipliers, reshapes and ReLUs on integers. Each step's output is compared
+with the tensor onnxruntime produced at the same place, so the first step
+that differs is where a mismatch starts; the top-1 answers are compared at
+the end. With ``fixed=True`` every rescale is the fixed-point ``M0``/shift
+form (what a microcontroller kernel computes); with ``fixed=False`` it is
+onnxruntime's float requantization, which should agree exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from quantcore.backends.layer import integer_limits
+from quantcore.backends.onnx_integer import IntegerGraph, IntegerStep, IntTensor
+from quantcore.integer.fixed_point import quantize_multiplier, requantize_fixed, requantize_float
+from quantcore.integer.kernels import accumulate, accumulator_bound
+from quantcore.integer.layers import Requantization, requantize_step
+
+# Left shift applied to both addends before rescaling, as TFLite's int8 Add does (room for the rounding).
+ADD_LEFT_SHIFT = 20
+
+
+class UnsupportedStepError(ValueError):
+    """A step of the graph has no integer implementation here."""
+
+
+@dataclass(frozen=True)
+class StepAgreement:
+    """One step's integer output against onnxruntime's tensor of the same name."""
+
+    name: str
+    kind: str
+    mismatches: int
+    values: int
+    max_lsb: int
+
+
+@dataclass(frozen=True)
+class NetworkRun:
+    """A whole-network integer run over the samples."""
+
+    fixed: bool
+    images: int
+    top1_agree: int
+    steps: tuple[StepAgreement, ...]
+    stopped: str | None  # why the run could not reach the output (an unsupported step), if it could not
+
+    @property
+    def agreement(self) -> float | None:
+        return self.top1_agree / self.images if self.images and self.stopped is None else None
+
+    @property
+    def first_mismatch(self) -> str | None:
+        """The first step (in graph order) whose output differs from onnxruntime's."""
+        return next((s.name for s in self.steps if s.mismatches), None)
+
+
+def quantize_input(x: np.ndarray, q: IntTensor) -> np.ndarray:
+    """QuantizeLinear as onnxruntime computes it: ``x / scale`` in float32, rounded half to even, saturated."""
+    scaled = np.rint(np.asarray(x, np.float32) / np.float32(q.scale)).astype(np.int64) + q.zero_point
+    return np.clip(scaled, *integer_limits(q.dtype))
+
+
+def _rescale(values: np.ndarray, multiplier: float, zero: int, limits: tuple[int, int], fixed: bool) -> np.ndarray:
+    if fixed:
+        m0, shift = quantize_multiplier(multiplier)
+        return requantize_fixed(values, np.int64(m0), np.int64(shift), zero, limits)[0]
+    return requantize_float(values, np.float32(multiplier), zero, limits)[0]
+
+
+def _add(step: IntegerStep, a: np.ndarray, b: np.ndarray, fixed: bool) -> np.ndarray:
+    qa, qb = step.inputs
+    y = step.output
+    limits = integer_limits(y.dtype)
+    if fixed:  # TFLite's int8 Add: both sides shifted left, rescaled to a common scale, summed, rescaled out
+        twice = 2 * max(qa.scale, qb.scale)
+        left = np.int64(1) << ADD_LEFT_SHIFT
+        sa = _rescale((a - qa.zero_point) * left, qa.scale / twice, 0, (-(2**62), 2**62), True)
+        sb = _rescale((b - qb.zero_point) * left, qb.scale / twice, 0, (-(2**62), 2**62), True)
+        out = _rescale(sa + sb, twice / (y.scale * float(left)), y.zero_point, limits, True)
+    else:  # onnxruntime's QLinearAdd: each side by its scale ratio in float32, rounded once
+        value = (a - qa.zero_point).astype(np.float32) * np.float32(np.float32(qa.scale) / np.float32(y.scale)) + (
+            b - qb.zero_point).astype(np.float32) * np.float32(np.float32(qb.scale) / np.float32(y.scale))  # fmt: skip
+        out = np.clip(np.rint(value).astype(np.int64) + y.zero_point, *limits)
+    return np.maximum(out, y.zero_point) if step.relu else out
+
+
+def _average_pool(step: IntegerStep, x: np.ndarray, fixed: bool) -> np.ndarray:
+    q, y = step.inputs[0], step.output
+    axes = tuple(range(1, x.ndim - 1)) if step.attrs.get("channels_last") else tuple(range(2, x.ndim))
+    count = int(np.prod([x.shape[a] for a in axes]))
+    total = (x - q.zero_point).sum(axis=axes, keepdims=True)
+    limits = integer_limits(y.dtype)
+    if fixed:
+        out = _rescale(total, q.scale / (y.scale * count), y.zero_point, limits, True)
+    else:  # the graph's own arithmetic: the mean of the dequantized values, quantized again
+        mean = (total.astype(np.float32) * np.float32(q.scale)) / np.float32(count)
+        out = np.clip(np.rint(mean / np.float32(y.scale)).astype(np.int64) + y.zero_point, *limits)
+    return out
+
+
+def _requantized(step: IntegerStep, x: np.ndarray, fixed: bool) -> np.ndarray:
+    """An integer tensor moved to the step's output scale and zero point (the identity when they agree)."""
+    q, y = step.inputs[0], step.output
+    if (q.scale, q.zero_point, q.dtype) == (y.scale, y.zero_point, y.dtype):
+        return x
+    return _rescale(x - q.zero_point, q.scale / y.scale, y.zero_point, integer_limits(y.dtype), fixed)
+
+
+def _reshape(step: IntegerStep, x: np.ndarray) -> np.ndarray:
+    attrs = step.attrs
+    if "flatten_axis" in attrs:
+        axis = attrs["flatten_axis"] % max(x.ndim, 1)
+        return x.reshape(int(np.prod(x.shape[:axis])), -1)
+    if "shape" in attrs:
+        target = [x.shape[i] if d == 0 else d for i, d in enumerate(attrs["shape"])]
+        return x.reshape(target)
+    if "perm" in attrs:
+        return x.transpose(attrs["perm"] or None)
+    if step.op.endswith("Identity"):
+        return x
+    raise UnsupportedStepError(f"{step.name}: {step.op} on integers is not computed here")
+
+
+def run_step(step: IntegerStep, values: list[np.ndarray], *, fixed: bool, bound: int | None = None) -> np.ndarray:
+    """One integer step's output from its integer inputs.
+
+    Raises:
+        UnsupportedStepError: the step has no integer implementation here.
+    """
+    if step.is_layer:
+        acc = accumulate(step, values[0], bound)
+        return requantize_step(step, acc, Requantization.of(step), fixed=fixed)
+    if step.kind == "add":
+        return _add(step, values[0], values[1], fixed)
+    if step.kind == "global_average_pool":
+        return _average_pool(step, values[0], fixed)
+    if step.kind == "relu":
+        return np.maximum(_requantized(step, values[0], fixed), step.output.zero_point)
+    if step.kind == "reshape":
+        return _requantized(step, _reshape(step, values[0]), fixed)
+    raise UnsupportedStepError(f"{step.name}: {step.op} has no integer implementation here")
+
+
+class NetworkRunner:
+    """Runs an ``IntegerGraph`` in integers batch by batch, tallying agreement with onnxruntime's tensors."""
+
+    def __init__(self, graph: IntegerGraph, *, fixed: bool) -> None:
+        self.graph = graph
+        self.fixed = fixed
+        self.bounds = {s.name: int(accumulator_bound(s).max(initial=0)) for s in graph.layers}
+        self.tally = {s.output.name: [0, 0, 0] for s in graph.steps}
+        self.images = 0
+        self.agree = 0
+        self.stopped: str | None = None
+        if graph.input_q is None or graph.output_q is None:
+            self.stopped = "the graph's input or output is not quantized by one QuantizeLinear/DequantizeLinear"
+
+    @property
+    def taps(self) -> list[str]:
+        """The integer tensors onnxruntime should hand back for the comparison."""
+        return list(dict.fromkeys(s.output.name for s in self.graph.steps))
+
+    def update(self, x: np.ndarray, ort_values: dict[str, np.ndarray], ort_output: np.ndarray) -> None:
+        """Add one batch: ``x`` the float model input, onnxruntime's tapped tensors and its output."""
+        if self.stopped is not None:
+            return
+        graph = self.graph
+        assert graph.input_q is not None and graph.output_q is not None
+        env = {graph.input_q.name: quantize_input(x, graph.input_q)}
+        for step in graph.steps:
+            missing = [t.name for t in step.inputs if t.name not in env]
+            if missing:
+                self.stopped = f"{step.name}: its input {missing[0]} is made by a step not computed in integers"
+                return
+            try:
+                out = run_step(step, [env[t.name] for t in step.inputs], fixed=self.fixed,
+                               bound=self.bounds.get(step.name))  # fmt: skip
+            except UnsupportedStepError as exc:
+                self.stopped = str(exc)
+                return
+            env[step.output.name] = out
+            theirs = ort_values.get(step.output.name)
+            if theirs is not None and theirs.shape == out.shape:
+                diff = np.abs(out - theirs.astype(np.int64))
+                tally = self.tally[step.output.name]
+                tally[0] += int(np.count_nonzero(diff))
+                tally[1] += int(diff.size)
+                tally[2] = max(tally[2], int(diff.max(initial=0)))
+        final = env.get(graph.output_q.name)
+        if final is None:
+            self.stopped = f"the output's integer tensor {graph.output_q.name} is not computed by any integer step"
+            return
+        ours = np.argmax(final.reshape(len(final), -1), axis=1)
+        theirs = np.argmax(np.asarray(ort_output).reshape(len(ort_output), -1), axis=1)
+        self.agree += int(np.sum(ours == theirs))
+        self.images += len(x)
+
+    def result(self) -> NetworkRun:
+        steps = tuple(StepAgreement(s.name, s.kind, *self.tally[s.output.name]) for s in self.graph.steps)
+        return NetworkRun(self.fixed, self.images, self.agree, steps, self.stopped)

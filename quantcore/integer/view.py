@@ -1,0 +1,168 @@
+"""The integer view of a folder: every quantized variant's conv/dense layers as integer kernels, on the samples.
+
+One onnxruntime run per batch taps every integer tensor the variant's steps
+read and write (the tensors its fused kernels produce); the per-layer figures
+(``layers.LayerStats``) and two whole-network integer runs (``network``: float
+requantization and fixed-point) are fed from that one capture.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from quantcore.backends import INTEGER_KERNELS, integer_graph_for, kernel_ops, tapper_for, to_numpy
+from quantcore.backends.onnx_integer import IntegerGraph
+from quantcore.errors import RunTimeoutError
+from quantcore.evaluate.failures import failure_note
+from quantcore.evaluate.inputs import InputSpec, input_spec, sample_inputs, to_model_input, variant_spec
+from quantcore.evaluate.progress import Progress
+from quantcore.integer.layers import LayerInteger, LayerStats
+from quantcore.integer.network import NetworkRun, NetworkRunner
+from quantcore.load import Key, ModelVariants
+from quantcore.load.results_cache import cached
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_IMAGES = 256
+DEFAULT_BATCH_SIZE = 64
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class VariantInteger:
+    """One quantized variant's integer layers and its whole-network integer runs."""
+
+    variant: Key
+    graph: IntegerGraph
+    layers: tuple[LayerInteger, ...]
+    network_float: NetworkRun | None  # onnxruntime's float requantization everywhere
+    network_fixed: NetworkRun | None  # fixed-point M0/shift everywhere: what a microcontroller computes
+    kernels: dict[str, str]  # layer output tensor -> the onnxruntime op that makes it after fusion
+
+    def kernel(self, layer: LayerInteger) -> str | None:
+        """The onnxruntime op computing ``layer`` on this CPU (None when it cannot be told)."""
+        return self.kernels.get(layer.output.name)
+
+    def runs_float(self, layer: LayerInteger) -> bool:
+        """onnxruntime leaves this layer in float here (not fused into an integer kernel): its results then
+        differ from any integer kernel's by float rounding, up to 1 LSB."""
+        kernel = self.kernel(layer)
+        return kernel is not None and kernel not in INTEGER_KERNELS
+
+
+@dataclass(frozen=True)
+class IntegerReport:
+    """The integer view of every quantized variant a folder has that can be read as integer steps."""
+
+    variants: tuple[VariantInteger, ...]
+    images: int
+    source: str
+    seconds: float
+    notes: tuple[str, ...]
+
+    def variant(self, key: Key | str) -> VariantInteger | None:
+        return next((v for v in self.variants if str(v.variant) == str(key)), None)
+
+
+def _batches_of(spec: InputSpec, pixels: np.ndarray, convert: bool) -> list[np.ndarray]:
+    """The variant's own input for ``pixels``, split into the batch its graph fixes (if it fixes one)."""
+    x = to_model_input(pixels, spec) if convert else pixels
+    fixed = spec.batch
+    if fixed is None:
+        return [x]
+    return [x[i : i + fixed] for i in range(0, len(x), fixed)]
+
+
+def integer_view(
+    variants: ModelVariants,
+    *,
+    images: int = DEFAULT_IMAGES,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: ProgressFn | None = None,
+) -> IntegerReport:
+    """Per-layer integer figures and whole-network integer runs of every quantized variant.
+
+    A variant that is not quantized, cannot be read as integer steps, or fails
+    while running is left out with a note; this does not raise for its sake.
+
+    Args:
+        variants: a folder's variants from ``load_model_variants``.
+        images: how many of the folder's samples (generated inputs when it has none).
+        batch_size: images per onnxruntime run.
+        progress: called with (fraction done, message) after every batch.
+
+    Returns:
+        An ``IntegerReport``.
+
+    Raises:
+        ValueError: ``images`` or ``batch_size`` is out of range.
+        RunTimeoutError: the request's deadline passed.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    started = time.perf_counter()
+    notes: list[str] = []
+    plans: list[tuple[Key, IntegerGraph, InputSpec]] = []
+    for key, record in variants.records.items():
+        if record.model is None or not key.is_quantized:
+            continue
+        graph = integer_graph_for(record.model)
+        if graph is None:
+            notes.append(f"{key}: its integer steps are read from ONNX graphs only (PyTorch int8 is not yet)")
+            continue
+        notes.extend(f"{key}: {n}" for n in graph.notes)
+        if not graph.layers:
+            notes.append(f"{key}: no quantized conv or dense layer with integer weights")
+            continue
+        plans.append((key, graph, variant_spec(variants, key)))
+    inputs, input_notes = sample_inputs(variants, input_spec(variants), images=images)
+    notes.extend(input_notes)
+
+    results: list[VariantInteger] = []
+    report = Progress(inputs.count * max(len(plans), 1), progress)
+    done_all = 0
+    for key, graph, spec in plans:
+        stats = [LayerStats(step) for step in graph.layers]
+        networks = [NetworkRunner(graph, fixed=False), NetworkRunner(graph, fixed=True)]
+        taps = sorted({t.name for s in graph.layers for t in (*s.inputs, s.output)} | set(networks[0].taps))
+        try:
+            tapper = tapper_for(variants.model(key), taps)
+            for pixels, _labels in inputs.batches(batch_size):
+                for x in _batches_of(spec, pixels, not inputs.as_model_input):
+                    capture = tapper(x)
+                    values = {t: to_numpy(v) for t, v in capture.values.items()}
+                    for layer in stats:
+                        layer.update(values[layer.step.inputs[0].name], values[layer.step.output.name])
+                    for network in networks:
+                        network.update(x, values, capture.output)
+                done_all += len(pixels)
+                report(done_all, f"{key}: integer reference")
+        except RunTimeoutError:
+            raise
+        except Exception as exc:  # one variant failing leaves the others' views
+            logger.warning("integer view of %s failed: %s", key, exc)
+            notes.append(failure_note(key, exc, what="its integer view failed"))
+            continue
+        net_float, net_fixed = (n.result() for n in networks)
+        try:
+            kernels = kernel_ops(variants.model(key), [s.output.name for s in graph.layers])
+        except Exception as exc:  # what ORT fused is a note on the rows, not a reason to drop the view
+            notes.append(f"{key}: which layers onnxruntime fuses into integer kernels is unknown ({exc})")
+            kernels = {}
+        results.append(VariantInteger(key, graph, tuple(s.result() for s in stats), net_float, net_fixed, kernels))
+    seconds = time.perf_counter() - started
+    logger.info("integer view: %d variant(s), %d image(s), %.2fs", len(results), inputs.count, seconds)
+    return IntegerReport(tuple(results), inputs.count, inputs.description, seconds, tuple(dict.fromkeys(notes)))
+
+
+def cached_integer_view(
+    variants: ModelVariants, *, images: int = DEFAULT_IMAGES, progress: ProgressFn | None = None
+) -> IntegerReport:
+    """``integer_view`` over the folder's samples, computed once per folder fingerprint and image count."""
+    return cached(variants, "integer", (images,), lambda: integer_view(variants, images=images,
+                                                                        progress=progress))[0]  # fmt: skip

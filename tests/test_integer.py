@@ -1,0 +1,198 @@
+"""The integer reference against onnxruntime's own integer kernels, and the fixed-point multiplier."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from quantcore.backends import INTEGER_KERNELS, kernel_ops, read_integer_graph
+from quantcore.integer import accumulate, accumulator_bound, quantize_multiplier, run_step
+from quantcore.integer.fixed_point import multiply_by_quantized_multiplier, signed_bits
+from tests.integer_models import LayerCase, build_case
+
+
+def _ort(model, x: np.ndarray) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+CASES = (
+    [
+        LayerCase(form, act, "int8", per_channel, bias, stride, pad, weight_limit=limit)
+        for form in ("QLinearConv", "QDQ Conv")
+        for act, limit in (("uint8", 63), ("int8", 127))
+        for per_channel in (False, True)
+        for bias in (False, True)
+        for stride, pad in ((1, 0), (2, 1))
+    ]
+    + [
+        LayerCase(form, act, "int8", per_channel, bias, weight_limit=limit)
+        for form in ("QGemm", "QDQ Gemm")
+        for act, limit in (("uint8", 63), ("int8", 127))
+        for per_channel in (False, True)
+        for bias in (False, True)
+    ]
+    + [
+        LayerCase("QLinearMatMul", "uint8", "int8", False, False, weight_limit=63),
+        LayerCase("QLinearMatMul", "int8", "int8", False, False),
+        LayerCase("QLinearConv", "uint8", "uint8", False, True, weight_limit=63),
+    ]
+)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_reference_equals_onnxruntime(case: LayerCase) -> None:
+    model, x = build_case(case)
+    graph = read_integer_graph(model)
+    assert len(graph.layers) == 1, graph.notes
+    step = graph.layers[0]
+    assert (step.bias is not None) == case.bias
+    ours = run_step(step, [x], fixed=False)
+    kernel = kernel_ops(model, ["y"])["y"]
+    if kernel not in INTEGER_KERNELS:
+        # onnxruntime keeps this QDQ group in float on this CPU (S8S8 Conv on x86): float rounding may move an
+        # output by 1 LSB. The integer kernel it stands for is the QOperator form of the same numbers.
+        assert case.form.startswith("QDQ") and kernel == "QuantizeLinear"
+        as_float = _ort(model, x)
+        assert np.abs(ours - as_float.astype(np.int64)).max() <= 1
+        model, _ = build_case(LayerCase({"QDQ Conv": "QLinearConv", "QDQ Gemm": "QGemm"}[case.form], *[
+            getattr(case, f) for f in ("activation", "weight", "per_channel", "bias", "stride", "pad",
+                                       "weight_limit")]))  # fmt: skip
+        assert kernel_ops(model, ["y"])["y"] in INTEGER_KERNELS
+    theirs = _ort(model, x)
+    assert ours.shape == theirs.shape
+    mismatches = int(np.count_nonzero(ours != theirs.astype(np.int64)))
+    assert mismatches == 0, f"{mismatches} of {ours.size} differ, max {np.abs(ours - theirs).max()} LSB"
+    # The outputs must not be trivially saturated: the case exercises requantization, not clipping.
+    info = np.iinfo(theirs.dtype)
+    assert np.mean((theirs == info.min) | (theirs == info.max)) < 0.5
+
+
+def _direct_accumulator(model_case: LayerCase, step, x: np.ndarray) -> np.ndarray:
+    """Σ (x - zx)(w - zw) + b by explicit loops over the output positions (independent of the kernel)."""
+    zx = step.inputs[0].zero_point
+    w = step.weight.astype(np.int64) - step.weight_zero_point.reshape(-1, *([1] * (step.weight.ndim - 1)))
+    xs = x.astype(np.int64) - zx
+    bias = step.bias if step.bias is not None else np.zeros(step.channels, np.int64)
+    if step.kind == "dense":
+        return np.einsum("ni,oi->no", xs, w) + bias
+    s, p = model_case.stride, model_case.pad
+    xp = np.pad(xs, [(0, 0), (0, 0), (p, p), (p, p)])
+    k = w.shape[2]
+    ho = (xp.shape[2] - k) // s + 1
+    wo = (xp.shape[3] - k) // s + 1
+    out = np.zeros((len(x), step.channels, ho, wo), np.int64)
+    for i in range(ho):
+        for j in range(wo):
+            window = xp[:, :, i * s : i * s + k, j * s : j * s + k]
+            out[:, :, i, j] = np.einsum("nchw,ochw->no", window, w)
+    return out + bias.reshape(1, -1, 1, 1)
+
+
+@pytest.mark.parametrize("case", [CASES[7], CASES[15], CASES[-4]], ids=lambda c: c.id)
+def test_accumulator_and_bound(case: LayerCase) -> None:
+    model, x = build_case(case, seed=3)
+    step = read_integer_graph(model).layers[0]
+    acc = accumulate(step, x)
+    assert np.array_equal(acc, _direct_accumulator(case, step, x))
+    bound = accumulator_bound(step)
+    assert np.all(np.abs(acc).max(axis=tuple(a for a in range(acc.ndim) if a != 1)) <= bound)
+    # The bound is reached by the input that takes each weight's extreme: it is tight, not just safe.
+    lo, hi = (np.iinfo(np.dtype(step.inputs[0].dtype)).min, np.iinfo(np.dtype(step.inputs[0].dtype)).max)
+    w = step.weight.astype(np.int64)[0] - step.weight_zero_point[0]
+    worst = np.where(w >= 0, hi, lo) if step.kind == "dense" else None
+    if worst is not None:
+        top = int((w * (worst - step.inputs[0].zero_point)).sum() + (step.bias[0] if step.bias is not None else 0))
+        assert top <= bound[0]
+        other = np.where(w >= 0, lo, hi)
+        bottom = int((w * (other - step.inputs[0].zero_point)).sum() + (step.bias[0] if step.bias is not None else 0))
+        assert max(abs(top), abs(bottom)) == bound[0]
+
+
+def _tflite_quantize_multiplier(m: float) -> tuple[int, int]:
+    """TFLite's QuantizeMultiplier, transcribed line by line (std::frexp, TfLiteRound = round half away)."""
+    if m == 0.0:
+        return 0, 0
+    q, shift = math.frexp(m)
+    q_fixed = int(math.copysign(math.floor(abs(q * 2**31) + 0.5), q))
+    assert q_fixed <= 2**31
+    if q_fixed == 2**31:
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        shift = 0
+        q_fixed = 0
+    return q_fixed, shift
+
+
+EDGE_MULTIPLIERS = [
+    1 - 2**-40,  # just below 1: q rounds up to 1, M0 halves and the shift goes up
+    1 - 2**-20,
+    math.nextafter(1.0, 0.0),
+    0.5, 0.25, 2.0**-20, 1.0,  # powers of two: M0 = 2**30 exactly
+    1e-3, 3.2e-5, 2.0**-31, 2.0**-32, 1e-12,  # very small: at and beyond the shift limit
+    0.7071067811865476, 0.123456789, 1.5, 0.0,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("m", EDGE_MULTIPLIERS)
+def test_quantize_multiplier_matches_tflite(m: float) -> None:
+    m0, shift = quantize_multiplier(m)
+    assert (m0, shift) == _tflite_quantize_multiplier(m)
+    assert 0 <= m0 <= 2**31 - 1
+    if m0:
+        assert m0 >= 2**30
+        assert abs(m0 * 2.0 ** (shift - 31) - m) <= m * 2**-31
+
+
+def test_quantize_multiplier_known_values() -> None:
+    assert quantize_multiplier(0.5) == (2**30, 0)
+    assert quantize_multiplier(0.25) == (2**30, -1)
+    assert quantize_multiplier(1 - 2**-40) == (2**30, 1)
+    assert quantize_multiplier(2.0**-32) == (2**30, -31)
+    assert quantize_multiplier(2.0**-33) == (0, 0)
+    with pytest.raises(ValueError):
+        quantize_multiplier(-0.1)
+
+
+def _tflite_multiply(x: int, m0: int, shift: int) -> int:
+    """MultiplyByQuantizedMultiplier with gemmlowp's helpers, scalar and in Python integers."""
+    left, right = max(shift, 0), max(-shift, 0)
+    a = x * (1 << left)
+    if a == m0 == -(2**31):
+        high = 2**31 - 1
+    else:
+        ab = a * m0
+        nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
+        high = int((ab + nudge) / 2**31) if abs(ab + nudge) < 2**52 else (ab + nudge) // 2**31 if ab + nudge >= 0 \
+            else -((-(ab + nudge)) // 2**31)  # fmt: skip
+    mask = (1 << right) - 1
+    remainder = high & mask
+    threshold = (mask >> 1) + (1 if high < 0 else 0)
+    return (high >> right) + (1 if remainder > threshold else 0)
+
+
+def test_fixed_point_multiply_matches_scalar_transcription() -> None:
+    rng = np.random.default_rng(0)
+    for m in (0.0123, 0.5, 1 - 2**-30, 3.2e-5, 1.7, 2.0**-31):
+        m0, shift = quantize_multiplier(m)
+        xs = np.concatenate([rng.integers(-(2**24), 2**24, 300), [0, 1, -1, 2**31 - 1, -(2**31), 12345, -12345]])
+        if shift > 0:
+            xs = np.clip(xs, -(2**30), 2**30 - 1)
+        ours = multiply_by_quantized_multiplier(xs, np.int64(m0), np.int64(shift))
+        theirs = np.array([_tflite_multiply(int(v), m0, shift) for v in xs])
+        assert np.array_equal(ours, theirs), m
+        # and it is the rounded product within one LSB
+        assert np.all(np.abs(ours - np.round(xs * (m0 * 2.0 ** (shift - 31)))) <= 1)
+
+
+def test_signed_bits() -> None:
+    for magnitude in (0, 1, 127, 128, 32767, 32768, 2**23 - 1, 2**23, 2**31 - 1):
+        bits = signed_bits(magnitude)
+        assert -(2 ** (bits - 1)) <= -magnitude and magnitude <= 2 ** (bits - 1) - 1
+        assert bits == 1 or not (magnitude <= 2 ** (bits - 2) - 1)
