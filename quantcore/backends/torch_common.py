@@ -1,15 +1,17 @@
-"""What the two PyTorch backends share: quantized-tensor parameters, thread counts, probing, description."""
+"""What the two PyTorch backends share: quantized-tensor parameters, thread counts, probing, description,
+and ``TorchBackend``, the base whose ``layers``/``inputs``/``outputs``/``describe``/``predictor``/``tapper``
+both use as they are; each subclass says how it reads layers and taps values."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from quantcore.backends.base import Predictor, Tapper, to_numpy
+from quantcore.backends.base import Predictor, Tapper, TensorSpec, to_numpy
 from quantcore.backends.layer import Layer, QuantParams, make_qparams
 
 if TYPE_CHECKING:
@@ -136,3 +138,46 @@ def describe_torch(module: nn.Module) -> dict[str, Any]:
 def _is_packed_params(module: nn.Module) -> bool:
     name = getattr(module, "original_name", None) or type(module).__name__
     return name.endswith("PackedParams")
+
+
+class TorchBackend:
+    """The part of the ``Backend`` protocol both PyTorch runtimes answer alike.
+
+    A subclass reads a model's layers (``read_layers``) and builds a tapper (``make_tapper``); activation
+    scales of int8 layers are then read off one probe batch through that tapper, since static quantization
+    fixes them only where the model runs. PyTorch modules declare no inputs or outputs, and run through one
+    predictor. ``as_written`` means nothing here: torch does not fuse quantized steps behind the graph's back.
+    """
+
+    name: ClassVar[str]
+
+    def read_layers(self, model: Any, notes: list[str]) -> list[Layer]:
+        """The model's conv and dense layers, adding to ``notes`` what could not be read."""
+        raise NotImplementedError
+
+    def make_tapper(self, model: Any, taps: Sequence[str]) -> Tapper:
+        """A function running one float32 batch and capturing ``taps``."""
+        raise NotImplementedError
+
+    def layers(self, model: Any, *, probe: np.ndarray | None = None) -> tuple[list[Layer], list[str]]:
+        notes: list[str] = []
+        layers = self.read_layers(model, notes)
+        if probe is not None and any(layer.quantized for layer in layers):
+            taps = [t for layer in layers for t in (layer.input_tap, layer.tap)]
+            layers = probe_activations(self.make_tapper(model, taps), layers, probe, notes)
+        return layers, notes
+
+    def inputs(self, model: Any) -> tuple[TensorSpec, ...]:
+        return ()
+
+    def outputs(self, model: Any) -> tuple[TensorSpec, ...]:
+        return ()
+
+    def describe(self, model: Any) -> dict[str, Any]:
+        return describe_torch(model)
+
+    def predictor(self, model: Any, *, threads: int) -> Predictor:
+        return module_predictor(model, threads)
+
+    def tapper(self, model: Any, taps: Sequence[str], *, threads: int, as_written: bool = False) -> Tapper:
+        return self.make_tapper(model, taps)

@@ -13,13 +13,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from quantcore.backends.base import SOFTMAX_KINDS, Capture, Predictor, Tapper, TensorSpec, to_numpy
+from quantcore.backends.base import SOFTMAX_KINDS, Capture, Tapper, to_numpy
 from quantcore.backends.layer import Layer, LayerKind, QuantParams, fold_bn, make_qparams
 from quantcore.backends.torch_common import (
-    describe_torch,
-    module_predictor,
+    TorchBackend,
     numel,
-    probe_activations,
     torch_weight,
 )
 from quantcore.errors import InvalidModelError
@@ -199,7 +197,7 @@ def module_tapper(module: torch.nn.Module, taps: Sequence[str]) -> Tapper:
     return run
 
 
-class EagerBackend:
+class EagerBackend(TorchBackend):
     """``torch.nn.Module`` models that are not TorchScript."""
 
     name: ClassVar[str] = "torch"
@@ -209,27 +207,10 @@ class EagerBackend:
 
         return isinstance(model, torch.nn.Module) and not isinstance(model, torch.jit.ScriptModule)
 
-    def layers(self, model: torch.nn.Module, *, probe: np.ndarray | None = None) -> tuple[list[Layer], list[str]]:
-        notes: list[str] = []
-        layers = _module_layers(model, notes)
-        if probe is not None and any(layer.quantized for layer in layers):
-            taps = [t for layer in layers for t in (layer.input_tap, layer.tap)]
-            layers = probe_activations(module_tapper(model, taps), layers, probe, notes)
-        return layers, notes
+    def read_layers(self, model: torch.nn.Module, notes: list[str]) -> list[Layer]:
+        return _module_layers(model, notes)
 
-    def inputs(self, model: torch.nn.Module) -> tuple[TensorSpec, ...]:
-        return ()
-
-    def outputs(self, model: torch.nn.Module) -> tuple[TensorSpec, ...]:
-        return ()
-
-    def describe(self, model: torch.nn.Module) -> dict[str, Any]:
-        return describe_torch(model)
-
-    def predictor(self, model: torch.nn.Module, *, threads: int) -> Predictor:
-        return module_predictor(model, threads)
-
-    def tapper(self, model: torch.nn.Module, taps: Sequence[str], *, threads: int, as_written: bool = False) -> Tapper:
+    def make_tapper(self, model: torch.nn.Module, taps: Sequence[str]) -> Tapper:
         return module_tapper(model, taps)
 
     def output_kind(self, model: torch.nn.Module) -> str | None:

@@ -17,18 +17,14 @@ from quantcore.backends.base import (
     PASS_THROUGH,
     SOFTMAX_KINDS,
     Capture,
-    Predictor,
     Tapper,
-    TensorSpec,
     missing_tap,
     to_numpy,
 )
 from quantcore.backends.layer import Layer, LayerKind, QuantParams, fold_bn, make_qparams
 from quantcore.backends.torch_common import (
-    describe_torch,
-    module_predictor,
+    TorchBackend,
     numel,
-    probe_activations,
     torch_weight,
 )
 from quantcore.errors import InvalidModelError
@@ -168,7 +164,7 @@ def script_tapper(module: torch.jit.ScriptModule, taps: Sequence[str]) -> Tapper
     return run
 
 
-class ScriptBackend:
+class ScriptBackend(TorchBackend):
     """``torch.jit.ScriptModule`` models."""
 
     name: ClassVar[str] = "torchscript"
@@ -178,31 +174,10 @@ class ScriptBackend:
 
         return isinstance(model, torch.jit.ScriptModule)
 
-    def layers(
-        self, model: torch.jit.ScriptModule, *, probe: np.ndarray | None = None
-    ) -> tuple[list[Layer], list[str]]:
-        notes: list[str] = []
-        layers = _script_layers(model)
-        if probe is not None and any(layer.quantized for layer in layers):
-            taps = [t for layer in layers for t in (layer.input_tap, layer.tap)]
-            layers = probe_activations(script_tapper(model, taps), layers, probe, notes)
-        return layers, notes
+    def read_layers(self, model: torch.jit.ScriptModule, notes: list[str]) -> list[Layer]:
+        return _script_layers(model)
 
-    def inputs(self, model: torch.jit.ScriptModule) -> tuple[TensorSpec, ...]:
-        return ()
-
-    def outputs(self, model: torch.jit.ScriptModule) -> tuple[TensorSpec, ...]:
-        return ()
-
-    def describe(self, model: torch.jit.ScriptModule) -> dict[str, Any]:
-        return describe_torch(model)
-
-    def predictor(self, model: torch.jit.ScriptModule, *, threads: int) -> Predictor:
-        return module_predictor(model, threads)
-
-    def tapper(
-        self, model: torch.jit.ScriptModule, taps: Sequence[str], *, threads: int, as_written: bool = False
-    ) -> Tapper:
+    def make_tapper(self, model: torch.jit.ScriptModule, taps: Sequence[str]) -> Tapper:
         return script_tapper(model, taps)
 
     def output_kind(self, model: torch.jit.ScriptModule) -> str | None:
