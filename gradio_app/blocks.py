@@ -16,14 +16,13 @@ from typing import Any
 
 import gradio as gr
 
-from gradio_app import handlers, input_panel, render
+from gradio_app import handlers, input_panel, overview, render
 from gradio_app.common import FOLDER_EVENTS, HUB_EVENTS, PRIVATE, Page
 from gradio_app.tabs import layer_error, layers, predictions, quantize, scorecard, weights
 from quantcore import settings
 from quantcore.evaluate.images import apply_pixel_limit
 
-TITLE = "Quantization Playground"
-INSTRUCTIONS = "Select a model folder to begin."
+TITLE = overview.TITLE
 HEADER_CSS = """
 .qp-header { margin-bottom: 0.5rem; }
 .qp-header p { color: var(--body-text-color-subdued); }
@@ -34,6 +33,7 @@ CSS = render.STATUS_CSS + HEADER_CSS
 @dataclass(frozen=True)
 class Results:
     status: gr.Markdown
+    variants: gr.Dataframe
     summary: gr.JSON
     source: gr.State
 
@@ -91,10 +91,6 @@ def launch_options() -> dict[str, Any]:
     return {"css": CSS, "max_file_size": settings.current().max_upload_bytes}
 
 
-def _header() -> None:
-    gr.Markdown(f"# {TITLE}\n\n{INSTRUCTIONS}", elem_classes=["qp-header"])
-
-
 def _folder_section(root: Path) -> gr.FileExplorer:
     # fnmatch on absolute paths, anchored at the root: hide dotfiles and dot-folders.
     hidden = glob.escape(str(root)) + "*" + os.sep + ".*"
@@ -110,7 +106,8 @@ def _folder_section(root: Path) -> gr.FileExplorer:
 
 
 def _hub_section() -> HubPanel:
-    with gr.Group(elem_id="qp-hub"):
+    # Most visits use the bundled folders: the Hub form stays folded until asked for.
+    with gr.Accordion("Pull from the Hugging Face Hub", open=False, elem_id="qp-hub"):
         repo_id = gr.Textbox(label="Hugging Face Hub repo", placeholder="org/name")
         revision = gr.Textbox(label="Revision", placeholder="main (or a tag or commit)")
         subfolder = gr.Textbox(label="Subfolder", placeholder="optional")
@@ -126,10 +123,13 @@ def _results_section() -> Results:
         elem_id="qp-status",
         latex_delimiters=[],  # a "$" in a folder name is text, not maths
     )
-    summary = gr.JSON(label="Summary", elem_id="qp-summary")
+    variants = overview.build_table()
+    # The whole summary (the app's promised output, and what the API returns), folded under the overview.
+    with gr.Accordion("Summary (JSON)", open=False, elem_id="qp-summary-section"):
+        summary = gr.JSON(label="Summary", elem_id="qp-summary")
     # What is loaded, per browser session: the tabs load from it, never from the displayed summary.
     source = gr.State(None)
-    return Results(status, summary, source)
+    return Results(status, variants, summary, source)
 
 
 def _tabs(page: Page) -> None:
@@ -188,7 +188,7 @@ def build_demo() -> gr.Blocks:
         raise FileNotFoundError(f"models folder not found: {root} (set --models-dir or QP_MODELS_DIR)")
     # No usage analytics: the app sends nothing off the machine unless asked to (a Hub pull, --share).
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
-        _header()
+        header = overview.build_header()
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
                 explorer = _folder_section(root)
@@ -196,6 +196,7 @@ def build_demo() -> gr.Blocks:
                 hub = _hub_section()
         results = _results_section()
         page = Page(results.summary, results.source)
+        overview.wire(page, overview.Overview(header, results.variants))
         inputs = input_panel.build()
         _tabs(page)
         input_panel.wire(page, inputs, results.status, _for_page, _for_api)

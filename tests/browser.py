@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from tests.app_server import PROJECT_ROOT
 
@@ -27,6 +27,8 @@ CHROMIUM_FLAGS = [
 TIMEOUT_MS = 30_000
 VIEWPORT = {"width": 1300, "height": 1000}
 README_SCREENSHOT = PROJECT_ROOT / "docs" / "screenshot.png"
+# A loaded machine (2 cores shared by several test runs) takes seconds for a cold load: wait as long as for actions.
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 def screenshot_path(tmp_path: Path) -> Path:
@@ -40,6 +42,16 @@ def tree_entry(scope: Locator, name: str) -> Locator:
     return scope.locator(":scope > ul > li").filter(
         has=scope.page.locator(":scope > span .item-name", has_text=re.compile(rf"^{re.escape(name)}$"))
     )
+
+
+def open_accordion(page: Page, elem_id: str) -> Locator:
+    """Unfold the ``gr.Accordion`` with ``elem_id`` (Gradio renders a folded one's content only once opened)."""
+    section = page.locator(f"#{elem_id}")
+    content = section.locator(":scope > [data-testid=accordion-content]")
+    if not content.is_visible():
+        section.locator(":scope > button.label-wrap").click()
+        content.wait_for(state="visible")
+    return section
 
 
 @pytest.fixture(scope="module")

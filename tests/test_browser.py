@@ -15,7 +15,7 @@ from playwright.sync_api import Page, expect
 
 import quantcore
 from tests.app_server import BUNDLED_MODELS, Server, require_bundled_models, served_app
-from tests.browser import screenshot_path, tree_entry
+from tests.browser import open_accordion, screenshot_path, tree_entry
 
 pytestmark = pytest.mark.browser
 
@@ -45,6 +45,10 @@ def test_select_bundled_folder_shows_five_variants(page: Page, bundled_server: S
 
     expect(status).to_have_class(re.compile(r"\bqp-status-success\b"))
     expect(status).to_contain_text("Loaded 5 of 5 variants from resnet8")
+    expect(page.locator("#qp-header")).to_contain_text("Showing resnet8: 5 of 5 variants loaded")
+    expect(page.locator("#qp-variants")).to_contain_text("pytorch_int8")
+    # The JSON summary is folded under the overview; unfolded, it is the whole summary as before.
+    open_accordion(page, "qp-summary-section")
     summary = page.locator("#qp-summary")
     expect(summary).to_contain_text("total_loaded")
     text = re.sub(r"\s+", "", summary.inner_text())

@@ -14,6 +14,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.app_server import Server, served_app
+from tests.browser import open_accordion
 from tests.conftest import VARIANT_FILES
 from tests.hub_servers import LOOPBACK, OlahServer, free_port, make_git_repo
 
@@ -41,6 +42,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def _pull(page: Page, repo_id: str, revision: str = "") -> None:
+    open_accordion(page, "qp-hub")
+    open_accordion(page, "qp-summary-section")
     page.get_by_label("Hugging Face Hub repo").fill(repo_id)
     page.get_by_label("Revision").fill(revision)
     page.locator("#qp-hub").get_by_role("button", name="Pull").click()

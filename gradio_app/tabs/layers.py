@@ -70,7 +70,8 @@ def layers_api(source: Any, layer: Any = None) -> dict[str, Any]:
 
 def _cleared(message: str) -> tuple[Any, ...]:
     cleared = gr.Dropdown(choices=[], value=None)
-    return message, gr.Dataframe(value=None, visible=False), cleared, cleared, None
+    return (message, gr.Dataframe(value=None, visible=False), gr.Dropdown(choices=[], value=None, visible=False),
+            cleared, gr.JSON(value=None, visible=False))  # fmt: skip
 
 
 @on_failure("the layer table", _cleared)
@@ -84,17 +85,17 @@ def _layers_page(source: Any, progress: gr.Progress = gr.Progress()) -> tuple[An
     return (
         note([f"Layers matched to {table.skeleton}: {matched}", *table.notes], "Layers"),
         gr.Dataframe(value=pd.DataFrame(tables.layer_rows(table)), visible=True),
-        gr.Dropdown(choices=options, value=None),
+        gr.Dropdown(choices=options, value=None, visible=True),
         gr.Dropdown(choices=options, value=options[0][1]),
-        None,
+        gr.JSON(value=None, visible=False),
     )
 
 
-def _detail_page(source: Any, layer: Any) -> dict[str, Any] | None:
+def _detail_page(source: Any, layer: Any) -> Any:
     if layer is None:
-        return None
+        return gr.JSON(value=None, visible=False)
     result = api(layers_api)(source, layer)
-    return result.get("detail") or {"error": result.get("error")}
+    return gr.JSON(value=result.get("detail") or {"error": result.get("error")}, visible=True)
 
 
 def build() -> LayersTab:
@@ -108,8 +109,9 @@ def build() -> LayersTab:
             max_height=480,
             visible=False,
         ),
-        gr.Dropdown(label="Every channel's scale and zero point of layer", choices=[], elem_id="qp-layer-pick"),
-        gr.JSON(label="Per-channel detail", elem_id="qp-layer-detail"),
+        gr.Dropdown(label="Every channel's scale and zero point of layer", choices=[], elem_id="qp-layer-pick",
+                    visible=False),
+        gr.JSON(label="Per-channel detail", elem_id="qp-layer-detail", visible=False),
     )
 
 

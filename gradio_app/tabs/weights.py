@@ -63,8 +63,8 @@ def _hidden(message: str) -> tuple[Any, ...]:
 
 @on_failure("the weights view", _hidden)
 def _weights_page(source: Any, layer: Any, layout: str, raw: bool, bins: float) -> tuple[Any, ...]:
-    if layer is None:
-        return _hidden("")
+    if layer is None:  # nothing loaded, or a new folder: say what to do
+        return _hidden(HINT)
     comparison = _comparison(source, layer)
     figure = figures.weight_histogram_figure(
         comparison, bins=int(bins), side_by_side=layout == SIDE_BY_SIDE, raw_integers=bool(raw)

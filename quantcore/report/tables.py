@@ -8,6 +8,7 @@ infinities as "∞". Nothing here computes a number the views did not.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from quantcore.backends import QuantParams
@@ -307,3 +308,86 @@ def scorecard_json(card: Scorecard) -> dict[str, Any]:
                           for c in card.kernel_checks],
         "notes": list(card.notes),
     }  # fmt: skip
+
+
+# --------------------------------------------------------------- overview
+
+# Card figures, most telling first: the full test set, else the bundled samples.
+CARD_MEASURES = (("test", "test images"), ("samples", "samples"))
+
+
+def scheme_text(variant: dict[str, Any]) -> str:
+    """How a variant is quantized, from its summary: ``QDQ, int8 activations, int8 weights, per-channel``."""
+    quant = variant.get("quantization") or {}
+    parts = [
+        quant.get("format"),
+        f"{quant['activation_type']} activations" if quant.get("activation_type") else None,
+        f"{quant['weight_type']} weights" if quant.get("weight_type") else None,
+        quant.get("granularity"),
+    ]
+    shown = [str(p) for p in parts if p]
+    if not shown and variant.get("quantized_modules"):
+        shown.append(f"{variant['quantized_modules']} quantized modules")
+    return ", ".join(shown) or NOT_THERE
+
+
+def _card_figures(card: Any, key: str, sha256: Any) -> tuple[float | None, float | None, str]:
+    """(accuracy, agreement with float, what they were measured on) that ``model_card.json`` gives a variant.
+
+    A card entry naming another file's checksum describes another file: its figures are not shown.
+    """
+    listed = card.get("variants") if isinstance(card, Mapping) else None
+    entry = listed.get(key) if isinstance(listed, Mapping) else None
+    if isinstance(entry, Mapping) and entry.get("sha256") and entry.get("sha256") != sha256:
+        return None, None, "the card describes another file"
+    for name, what in CARD_MEASURES:
+        measured = entry.get(name) if isinstance(entry, Mapping) else None
+        if not isinstance(measured, Mapping):
+            continue
+        accuracy, agreement = measured.get("accuracy"), measured.get("agreement_with_float")
+        accuracy = float(accuracy) if isinstance(accuracy, int | float) and not isinstance(accuracy, bool) else None
+        agreement = float(agreement) if isinstance(agreement, int | float) and not isinstance(agreement, bool) else None
+        if accuracy is None and agreement is None:
+            continue
+        images = measured.get("images")
+        return accuracy, agreement, f"{images:,} {what}" if isinstance(images, int) else what
+    return None, None, NOT_THERE
+
+
+def _status_text(variant: dict[str, Any]) -> str:
+    status = str(variant.get("status") or NOT_THERE)
+    if status in ("error", "refused"):
+        return f"{status}: {variant.get('error') or 'no reason given'}"
+    return status
+
+
+def variant_rows(summary: dict[str, Any] | None, card: Any = None) -> list[dict[str, Any]]:
+    """The overview: one row per variant of a summary, with the accuracy and agreement its model card gives.
+
+    Args:
+        summary: a ``get_model_summary`` result (``None``: nothing loaded, no rows).
+        card: the folder's ``model_card.json`` (``ModelVariants.card``); figures are left out without one.
+
+    Returns:
+        Rows of variant, status (with the reason when not loaded), format, precision, scheme,
+        size (KB), parameters, and the card's accuracy (%), agreement with float (%) and what they were measured on.
+    """
+    rows = []
+    for key, variant in ((summary or {}).get("variants") or {}).items():
+        loaded = variant.get("status") == "loaded"
+        accuracy, agreement, measured = _card_figures(card, str(key), variant.get("sha256"))
+        fmt = str(variant.get("format") or NOT_THERE)
+        storage = variant.get("storage")
+        rows.append({
+            "variant": str(key),
+            "status": _status_text(variant),
+            "format": f"{fmt} ({storage})" if loaded and storage and storage != fmt else fmt,
+            "precision": variant.get("precision") or NOT_THERE,
+            "scheme": scheme_text(variant) if loaded else NOT_THERE,
+            "size (KB)": round(variant["bytes"] / 1024, 1) if isinstance(variant.get("bytes"), int) else None,
+            "parameters": variant.get("parameters"),
+            "accuracy (%)": percent(accuracy),
+            "agreement with float (%)": percent(agreement),
+            "card measured on": measured,
+        })  # fmt: skip
+    return rows
