@@ -46,7 +46,7 @@ def _pull(page: Page, repo_id: str, revision: str = "") -> None:
     open_accordion(page, "qp-summary-section")
     page.get_by_label("Hugging Face Hub repo").fill(repo_id)
     page.get_by_label("Revision").fill(revision)
-    page.locator("#qp-hub").get_by_role("button", name="Pull").click()
+    page.locator("#qp-hub").get_by_role("button", name="Pull", exact=True).click()
 
 
 def _summary_text(page: Page) -> str:
@@ -82,7 +82,7 @@ def test_hub_panel_pulls_a_repo_and_shows_its_summary(
 
     # Pulling again comes from the cache; with the endpoint gone, the cached snapshot still loads and says so.
     monkeypatch.setenv("HF_ENDPOINT", f"http://{LOOPBACK}:{free_port()}")
-    page.locator("#qp-hub").get_by_role("button", name="Pull").click()
+    page.locator("#qp-hub").get_by_role("button", name="Pull", exact=True).click()
     expect(page.locator("#qp-summary")).to_contain_text("unreachable")
     text = _summary_text(page)
     assert '"offline":true' in text and '"from_cache":true' in text and '"downloaded":[]' in text
