@@ -41,7 +41,8 @@ def test_variant_rows_show_the_summary_and_the_cards_figures() -> None:
     assert rows["onnx_uint8"]["scheme"] == "QDQ, uint8 activations, int8 weights, per-channel"
     assert rows["onnx_float"]["scheme"] == tables.NOT_THERE
     assert rows["pytorch_int8"]["format"] == "pytorch (torchscript)"
-    assert rows["pytorch_int8"]["scheme"] == f"{summary['variants']['pytorch_int8']['quantized_modules']} quantized modules"
+    modules = summary["variants"]["pytorch_int8"]["quantized_modules"]
+    assert rows["pytorch_int8"]["scheme"] == f"{modules} quantized modules"
 
 
 def test_rows_say_why_a_variant_is_not_loaded_and_ignore_a_card_about_other_files(tmp_path: Path) -> None:
@@ -67,8 +68,8 @@ def test_rows_say_why_a_variant_is_not_loaded_and_ignore_a_card_about_other_file
 
 def test_the_header_names_what_is_loaded() -> None:
     assert "Select a model folder to begin" in overview.header_text(None)
-    summary = {"folder": "zoo/resnet8", "stem": "net", "total_loaded": 2,
-               "counts": {"loaded": 2, "missing": 2, "error": 1, "refused": 0}, "variants": {"onnx_float": {}}}  # fmt: skip
+    counts = {"loaded": 2, "missing": 2, "error": 1, "refused": 0}
+    summary = {"folder": "zoo/resnet8", "stem": "net", "total_loaded": 2, "counts": counts, "variants": {"x": {}}}
     text = overview.header_text(summary)
     assert "Showing **zoo/resnet8** (model **net**): 2 of 3 variants loaded." in text
     assert "(model" not in overview.header_text({**summary, "stem": "resnet8"})

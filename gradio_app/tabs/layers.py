@@ -109,8 +109,9 @@ def build() -> LayersTab:
             max_height=480,
             visible=False,
         ),
-        gr.Dropdown(label="Every channel's scale and zero point of layer", choices=[], elem_id="qp-layer-pick",
-                    visible=False),
+        gr.Dropdown(
+            label="Every channel's scale and zero point of layer", choices=[], elem_id="qp-layer-pick", visible=False
+        ),
         gr.JSON(label="Per-channel detail", elem_id="qp-layer-detail", visible=False),
     )
 
