@@ -39,11 +39,30 @@ _TEST_FILES = {
 _TEST_SETS: SingleFlightLRU[datasets.LabelledImages] = SingleFlightLRU(2)
 
 
+def _inside(path: Path, roots: list[Path]) -> bool:
+    return any(paths.is_within(path, root) for root in roots)
+
+
 def test_set_kind(folder: Path) -> TestSetKind | None:
-    """Which test-set layout ``folder`` holds, if any."""
+    """Which test-set layout ``folder`` holds, if any: every file of it regular and inside the allowed roots.
+
+    A file linked out of the roots does not make a test set (so none is offered),
+    whatever it points at; its target is looked up, never opened.
+    """
+    roots = data_roots()
     for kind, names in _TEST_FILES.items():
-        if all((folder / name).is_file() for name in names):
+        if all((folder / name).is_file() and _inside(folder / name, roots) for name in names):
             return kind
+    return None
+
+
+def _linked_out(folder: Path) -> str | None:
+    """The first test-set file name in ``folder`` that links out of the allowed roots, if any."""
+    roots = data_roots()
+    for names in _TEST_FILES.values():
+        for name in names:
+            if os.path.lexists(folder / name) and not _inside(folder / name, roots):
+                return name
     return None
 
 
@@ -70,7 +89,8 @@ def resolve_test_set(folder: str | os.PathLike[str]) -> tuple[Path, TestSetKind]
     """The allowed, existing test-set folder a user named (absolute, or relative to the models root).
 
     Raises:
-        PathNotAllowedError: outside every allowed data root (after resolving links), or malformed.
+        PathNotAllowedError: outside every allowed data root (after resolving links), malformed, or
+            holding a test-set file that links out of them (named, never opened).
         ModelNotFoundError: no such folder.
         DatasetError: the folder holds no test set this module reads.
     """
@@ -84,6 +104,8 @@ def resolve_test_set(folder: str | os.PathLike[str]) -> tuple[Path, TestSetKind]
     if not resolved.is_dir():
         raise ModelNotFoundError("test set folder does not exist")
     kind = test_set_kind(resolved)
+    if kind is None and (escaping := _linked_out(resolved)) is not None:
+        raise PathNotAllowedError(f"{escaping} in that test set links outside the allowed folders; it was not opened")
     if kind is None:
         expected = "; or ".join(", ".join(names) for names in _TEST_FILES.values())
         raise DatasetError(f"no test set in that folder: expected {expected}")

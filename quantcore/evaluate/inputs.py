@@ -245,7 +245,8 @@ def folder_samples(variants: ModelVariants, spec: InputSpec) -> tuple[SampleSet 
     """
     path = variants.sidecar(SAMPLES_NAME)
     if path is None:
-        return None, [f"no {SAMPLES_NAME} in this folder"]
+        refusal = variants.sidecar_refusal(SAMPLES_NAME)
+        return None, [f"{SAMPLES_NAME} ignored: {refusal}" if refusal else f"no {SAMPLES_NAME} in this folder"]
     try:
         stat = path.stat()
         data = datasets.load_samples(path, roots=[variants.confine_root])

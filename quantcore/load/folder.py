@@ -142,10 +142,19 @@ class ModelVariants(Mapping[str, Any]):
     def sidecar(self, name: str) -> Path | None:
         """``folder/name`` if it is a regular file resolving inside the folder's confines, else ``None``."""
         path = self.folder / name
-        confine = self.loaded.confine_to or self.folder
-        if not path.is_file() or not Path(os.path.realpath(path)).is_relative_to(os.path.realpath(confine)):
+        return path if os.path.lexists(path) and self.sidecar_refusal(name) is None else None
+
+    def sidecar_refusal(self, name: str) -> str | None:
+        """Why ``folder/name``, which is there, is not read ("it links outside this folder"); ``None`` if it
+        is read or absent. Where a link points is looked up, never opened, and never said."""
+        path = self.folder / name
+        if not os.path.lexists(path):
             return None
-        return path
+        if not Path(os.path.realpath(path)).is_relative_to(self.confine_root):
+            return "it links outside this folder"
+        if not path.is_file():
+            return "not a regular file"
+        return None
 
     def __repr__(self) -> str:
         loaded = [str(k) for k, r in self.records.items() if r.status is Status.LOADED]
