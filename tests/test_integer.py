@@ -196,3 +196,24 @@ def test_signed_bits() -> None:
         bits = signed_bits(magnitude)
         assert -(2 ** (bits - 1)) <= -magnitude and magnitude <= 2 ** (bits - 1) - 1
         assert bits == 1 or not (magnitude <= 2 ** (bits - 2) - 1)
+
+
+@pytest.mark.parametrize("m", [0.0123, 0.002, 0.3, 0.49999, 3.1e-4, 0.8, 2.0**-7])
+def test_fixed_from_float_equals_full_fixed_point(m: float) -> None:
+    """The shortcut (integers only near a rounding half) gives exactly the full fixed-point results."""
+    from quantcore.integer.fixed_point import fixed_from_float, float_multiplier
+
+    rng = np.random.default_rng(1)
+    m32 = float_multiplier(1.0, np.array([m], np.float32), 1.0)[0]
+    m0, shift = quantize_multiplier(float(m32))
+    # accumulators spread over the output range, plus ones landing exactly on and next to rounding halves
+    spread = rng.integers(-int(700 / m), int(700 / m), 20000)
+    halves = np.round((np.arange(-300, 300) + 0.5) / m).astype(np.int64)
+    acc = np.concatenate([spread, halves, halves - 1, halves + 1, [0, 1, -1, 2**24 - 1, -(2**24) + 1]])
+    scaled = acc.astype(np.float32) * m32
+    rounded = np.rint(scaled)
+    fast = fixed_from_float(acc.astype(np.float32), scaled, rounded, np.int64(m0), np.int64(shift))
+    full = multiply_by_quantized_multiplier(acc, np.int64(m0), np.int64(shift))
+    small = np.abs(full) <= 600  # beyond, an 8-bit output saturates either way
+    assert np.array_equal(fast[small].astype(np.int64), full[small])
+    assert np.all(np.sign(fast[~small]) == np.sign(full[~small]))

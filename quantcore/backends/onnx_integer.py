@@ -190,9 +190,16 @@ def read_integer_graph(model: onnx.ModelProto) -> IntegerGraph:
 def kernel_ops(model: onnx.ModelProto, tensors: list[str]) -> dict[str, str]:
     """Which onnxruntime kernel makes each of ``tensors`` after its fusions: "QLinearConv", "QGemm"... for an
     integer kernel, "QuantizeLinear" where the layer stays float and its result is quantized after."""
+    import onnx
+
     from quantcore.backends.ort import optimized_graph
 
-    producer = {out: node.op_type for node in optimized_graph(model).graph.node for out in node.output}
+    # Asked for as graph outputs, as the tapper asks for them: that is the graph whose fusions run.
+    tapped = onnx.ModelProto()
+    tapped.CopyFrom(model)
+    present = {o.name for o in tapped.graph.output}
+    tapped.graph.output.extend(onnx.ValueInfoProto(name=t) for t in dict.fromkeys(tensors) if t not in present)
+    producer = {out: node.op_type for node in optimized_graph(tapped).graph.node for out in node.output}
     return {t: producer[t] for t in tensors if t in producer}
 
 

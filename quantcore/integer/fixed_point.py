@@ -88,8 +88,11 @@ def multiply_by_quantized_multiplier(acc: np.ndarray, m0: np.ndarray, shift: np.
     ``m0`` and ``shift`` broadcast against ``acc`` (one per output channel along
     the axis the caller lines them up with).
     """
-    acc = np.asarray(acc, np.int64)
     shift = np.asarray(shift, np.int64)
+    m0 = np.asarray(m0, np.int64)
+    if np.all(shift <= 0) and np.all(m0 >= 0):
+        return _multiply_right_shift(np.array(acc, dtype=np.int64), m0, -shift)
+    acc = np.asarray(acc, np.int64)
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
     # TFLite shifts in int32 and may wrap on an overflowing left shift; saturating is what a careful kernel does.
@@ -97,11 +100,66 @@ def multiply_by_quantized_multiplier(acc: np.ndarray, m0: np.ndarray, shift: np.
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, m0), right)
 
 
+def _multiply_right_shift(acc: np.ndarray, m0: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """The same for multipliers below 1 (no left shift), in place on ``acc`` and on magnitudes.
+
+    With ``m0 >= 0`` the doubling high multiply of a negative ``a`` is ``-((|a|·m0 + 2^30 - 1) >> 31)`` and of
+    a non-negative one ``(a·m0 + 2^30) >> 31``; the rounding right shift rounds half away from zero, which on
+    magnitudes is ``(|h| + 2^(r-1)) >> r``. Five passes over int64 instead of fifteen.
+    """
+    np.clip(acc, INT32_MIN, INT32_MAX, out=acc)  # an int32 accumulator; INT32_MIN·m0 never saturates (m0 < 2^31)
+    negative = acc < 0
+    np.abs(acc, out=acc)
+    acc *= m0
+    acc += np.int64(1 << 30)
+    acc -= negative
+    acc >>= 31
+    acc += (np.int64(1) << right) >> 1
+    acc >>= right
+    np.negative(acc, out=acc, where=negative)
+    return acc
+
+
 def requantize_fixed(acc: np.ndarray, m0: np.ndarray, shift: np.ndarray, zero_point: int,
                      limits: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Fixed-point requantization: (saturated output, unsaturated output) as int64."""
-    raw = multiply_by_quantized_multiplier(acc, m0, shift) + int(zero_point)
+    raw = multiply_by_quantized_multiplier(acc, m0, shift)
+    raw += int(zero_point)
     return np.clip(raw, *limits), raw
+
+
+# Where a float32 product may differ from the exact one: float32 rounding of acc·M (2^-24 relative), of M itself
+# (two roundings), and the fixed-point form's own error (2^-31), for |acc·M| up to SMALL_OUTPUT.
+SMALL_OUTPUT = 600.0  # beyond it an 8-bit output saturates whatever the rounding (|zero point| <= 255)
+FLOAT_MARGIN = 2.0**-10  # > SMALL_OUTPUT · 2^-20
+
+
+def fixed_from_float(acc: np.ndarray, scaled: np.ndarray, rounded: np.ndarray, m0: np.ndarray,
+                     shift: np.ndarray) -> np.ndarray:  # fmt: skip
+    """The fixed-point ``acc·M`` of an 8-bit layer, made from the float one where they must agree.
+
+    ``scaled`` is ``float32(acc)·M`` and ``rounded`` its rounding. Both forms round ``acc·M`` to the nearest
+    integer; they can differ only where it lies near a half: within the fixed-point form's double rounding
+    (``2^-r`` for a right shift ``r``) plus the float errors (``FLOAT_MARGIN``). Only those few values are
+    computed in integers; values beyond ``SMALL_OUTPUT`` saturate an 8-bit output either way.
+
+    Returns:
+        A float32 array like ``rounded``, holding the fixed-point results.
+    """
+    shift = np.asarray(shift, np.int64)
+    if np.any(shift > 0):  # a multiplier >= 1 shifts left first: no shortcut
+        return multiply_by_quantized_multiplier(np.rint(acc), m0, shift).astype(np.float32)
+    margin = (np.exp2(shift.astype(np.float64)) + FLOAT_MARGIN).astype(np.float32)
+    distance = scaled - rounded
+    np.abs(distance, out=distance)
+    risky = np.nonzero(distance >= np.float32(0.5) - margin)
+    out = rounded.copy()
+    if risky[0].size:
+        exact_acc = np.rint(np.asarray(acc)[risky]).astype(np.int64)
+        out[risky] = multiply_by_quantized_multiplier(
+            exact_acc, np.broadcast_to(m0, acc.shape)[risky], np.broadcast_to(shift, acc.shape)[risky]
+        )
+    return out
 
 
 def float_multiplier(input_scale: float, weight_scale: np.ndarray, output_scale: float) -> np.ndarray:

@@ -41,6 +41,14 @@ def accumulator_bound(step: IntegerStep) -> np.ndarray:
     return np.maximum(np.abs(top), np.abs(bottom))
 
 
+def exact_sum_bound(step: IntegerStep) -> int:
+    """A bound on every partial sum of the accumulator, whatever order BLAS adds in: ``Σ|w'|·max|x'|``."""
+    x = step.inputs[0]
+    low, high = integer_limits(x.dtype)
+    widest = max(abs(low - x.zero_point), abs(high - x.zero_point))
+    return int(np.abs(shifted_weight(step)).reshape(step.channels, -1).sum(axis=1).max(initial=0)) * widest
+
+
 def _exact_dtype(bound: int) -> type[np.floating]:
     return np.float32 if bound < EXACT_FLOAT32 else np.float64
 
@@ -65,62 +73,80 @@ def conv_pads(step: IntegerStep, spatial_in: tuple[int, ...]) -> list[int]:
 def accumulate(step: IntegerStep, x: np.ndarray, bound: int | None = None) -> np.ndarray:
     """The int64 accumulator of one layer for integer input ``x`` (NC[H[W]] for conv, (N, in) for dense).
 
+    ``bound``: ``exact_sum_bound(step)`` when the caller has it (it picks float32 or float64).
+
+    Raises:
+        ValueError: the input's shape does not fit the layer.
+    """
+    return np.rint(accumulate_exact(step, x, bound)).astype(np.int64)
+
+
+def accumulate_exact(step: IntegerStep, x: np.ndarray, bound: int | None = None) -> np.ndarray:
+    """``accumulate`` as the float32/float64 array BLAS made: every value an exact integer, bias included.
+
     Raises:
         ValueError: the input's shape does not fit the layer.
     """
     if bound is None:
-        bound = int(accumulator_bound(step).max(initial=0))
-    exact = _exact_dtype(bound)
-    shifted = x.astype(exact) - exact(step.inputs[0].zero_point)
+        bound = exact_sum_bound(step)
+    bias = step.bias if step.bias is not None else np.zeros(step.channels, np.int64)
+    exact = _exact_dtype(bound + int(np.abs(bias).max(initial=0)))
+    shifted = x.astype(exact)
+    shifted -= exact(step.inputs[0].zero_point)
     w = shifted_weight(step).astype(exact)
     if step.kind == "dense":
         flat = shifted.reshape(len(shifted), -1)
         if flat.shape[1] != w.shape[1]:
             raise ValueError(f"{step.name}: input of {flat.shape[1]} features for weights of {w.shape[1]}")
         acc = flat @ w.T
-    else:
-        acc = _conv(step, shifted, w)
-    result = np.rint(acc).astype(np.int64)
-    if step.bias is not None:
-        result += step.bias.reshape(1, -1, *([1] * (result.ndim - 2)))
-    return result
+        acc += bias.astype(exact)
+        return acc
+    acc = _conv(step, shifted, w)
+    acc += bias.astype(exact).reshape(1, -1, *([1] * (acc.ndim - 2)))
+    return acc
 
 
 def _conv(step: IntegerStep, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Grouped, strided, dilated, padded convolution of zero-point-shifted values (padding is zero here)."""
+    """Grouped, strided, dilated, padded convolution of zero-point-shifted values (padding is zero here).
+
+    The windows are copied into contiguous columns (channels last, one kernel offset at a time: block copies),
+    then one matmul per group.
+    """
     spatial = x.ndim - 2
     if spatial < 1 or w.ndim != x.ndim:
         raise ValueError(f"{step.name}: a {x.ndim}-D input for a {w.ndim}-D kernel")
     attrs = step.attrs
     pads = conv_pads(step, tuple(x.shape[2:]))
-    x = np.pad(x, [(0, 0), (0, 0), *[(pads[i], pads[i + spatial]) for i in range(spatial)]])
-    kernel = w.shape[2:]
     strides, dilations, group = attrs["strides"], attrs["dilations"], attrs["group"]
     n, c = x.shape[:2]
     if c != w.shape[1] * group:
         raise ValueError(f"{step.name}: {c} input channels for weights of {w.shape[1]} x {group} groups")
-    out_sizes = [(x.shape[2 + i] - (kernel[i] - 1) * dilations[i] - 1) // strides[i] + 1 for i in range(spatial)]
-    # Windows as a strided view: (N, C, *out, *kernel), then one matmul per group.
-    st = x.strides
-    view = np.lib.stride_tricks.as_strided(
-        x,
-        shape=(n, c, *out_sizes, *kernel),
-        strides=(
-            st[0],
-            st[1],
-            *[st[2 + i] * strides[i] for i in range(spatial)],
-            *[st[2 + i] * dilations[i] for i in range(spatial)],
-        ),
-        writeable=False,
-    )
+    kernel = w.shape[2:]
+    padded_shape = [x.shape[2 + i] + pads[i] + pads[i + spatial] for i in range(spatial)]
+    last = np.zeros((n, *padded_shape, c), x.dtype)  # channels last, zero padded
+    inner = tuple(slice(pads[i], pads[i] + x.shape[2 + i]) for i in range(spatial))
+    last[(slice(None), *inner, slice(None))] = np.moveaxis(x, 1, -1)
+    out_sizes = [(padded_shape[i] - (kernel[i] - 1) * dilations[i] - 1) // strides[i] + 1 for i in range(spatial)]
+    if min(out_sizes) < 1:
+        raise ValueError(f"{step.name}: the kernel is larger than the padded input")
+    cols = np.empty((n, *out_sizes, *kernel, c), x.dtype)
+    for offset in np.ndindex(*kernel):
+        window = tuple(
+            slice(offset[i] * dilations[i], offset[i] * dilations[i] + (out_sizes[i] - 1) * strides[i] + 1, strides[i])
+            for i in range(spatial)
+        )
+        cols[(slice(None), *[slice(None)] * spatial, *offset, slice(None))] = last[(slice(None), *window, slice(None))]
+    rows = int(n * np.prod(out_sizes))
+    cols = cols.reshape(rows, int(np.prod(kernel)), c)
     per_in, per_out = c // group, w.shape[0] // group
-    outputs = []
-    axes_out = list(range(2, 2 + spatial))
-    for gi in range(group):
-        part = view[:, gi * per_in : (gi + 1) * per_in]
-        # (N, *out, C_g, *kernel) flattened to rows of one window each
-        moved = np.moveaxis(part, 1, 1 + spatial).reshape(n * int(np.prod(out_sizes)), -1)
-        kernels = w[gi * per_out : (gi + 1) * per_out].reshape(per_out, -1)
-        outputs.append((moved @ kernels.T).reshape(n, *out_sizes, per_out))
-    joined = np.concatenate(outputs, axis=-1) if group > 1 else outputs[0]
-    return np.moveaxis(joined, -1, 1) if axes_out else joined
+    # weights as (out, *kernel, in) to line up with the columns
+    w_last = np.moveaxis(w, 1, -1).reshape(w.shape[0], int(np.prod(kernel)), per_in)
+    if group == 1:
+        acc = cols.reshape(rows, -1) @ w_last.reshape(w.shape[0], -1).T
+    else:
+        acc = np.empty((rows, w.shape[0]), x.dtype)
+        for gi in range(group):
+            part = cols[:, :, gi * per_in : (gi + 1) * per_in].reshape(rows, -1)
+            kernels = w_last[gi * per_out : (gi + 1) * per_out].reshape(per_out, -1)
+            acc[:, gi * per_out : (gi + 1) * per_out] = part @ kernels.T
+    return np.moveaxis(acc.reshape(n, *out_sizes, w.shape[0]), -1, 1)

@@ -40,7 +40,7 @@ class VariantInteger:
     variant: Key
     graph: IntegerGraph
     layers: tuple[LayerInteger, ...]
-    network_float: NetworkRun | None  # onnxruntime's float requantization everywhere
+    network_float: NetworkRun | None  # onnxruntime's float requantization everywhere (when asked for)
     network_fixed: NetworkRun | None  # fixed-point M0/shift everywhere: what a microcontroller computes
     kernels: dict[str, str]  # layer output tensor -> the onnxruntime op that makes it after fusion
 
@@ -83,6 +83,7 @@ def integer_view(
     *,
     images: int = DEFAULT_IMAGES,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    float_network: bool = False,
     progress: ProgressFn | None = None,
 ) -> IntegerReport:
     """Per-layer integer figures and whole-network integer runs of every quantized variant.
@@ -94,6 +95,8 @@ def integer_view(
         variants: a folder's variants from ``load_model_variants``.
         images: how many of the folder's samples (generated inputs when it has none).
         batch_size: images per onnxruntime run.
+        float_network: also run the whole network with onnxruntime's float requantization (the fixed-point
+            run, what a microcontroller computes, always runs).
         progress: called with (fraction done, message) after every batch.
 
     Returns:
@@ -128,7 +131,7 @@ def integer_view(
     done_all = 0
     for key, graph, spec in plans:
         stats = [LayerStats(step) for step in graph.layers]
-        networks = [NetworkRunner(graph, fixed=False), NetworkRunner(graph, fixed=True)]
+        networks = [NetworkRunner(graph, fixed=True)] + ([NetworkRunner(graph, fixed=False)] if float_network else [])
         taps = sorted({t.name for s in graph.layers for t in (*s.inputs, s.output)} | set(networks[0].taps))
         try:
             tapper = tapper_for(variants.model(key), taps)
@@ -136,10 +139,14 @@ def integer_view(
                 for x in _batches_of(spec, pixels, not inputs.as_model_input):
                     capture = tapper(x)
                     values = {t: to_numpy(v) for t, v in capture.values.items()}
+                    by_mode: dict[bool, dict[str, np.ndarray]] = {True: {}, False: {}}
                     for layer in stats:
-                        layer.update(values[layer.step.inputs[0].name], values[layer.step.output.name])
+                        name = layer.step.name
+                        by_mode[False][name], by_mode[True][name] = layer.update(
+                            values[layer.step.inputs[0].name], values[layer.step.output.name]
+                        )
                     for network in networks:
-                        network.update(x, values, capture.output)
+                        network.update(x, values, capture.output, by_mode[network.fixed])
                 done_all += len(pixels)
                 report(done_all, f"{key}: integer reference")
         except RunTimeoutError:
@@ -148,7 +155,8 @@ def integer_view(
             logger.warning("integer view of %s failed: %s", key, exc)
             notes.append(failure_note(key, exc, what="its integer view failed"))
             continue
-        net_float, net_fixed = (n.result() for n in networks)
+        net_fixed = networks[0].result()
+        net_float = networks[1].result() if float_network else None
         try:
             kernels = kernel_ops(variants.model(key), [s.output.name for s in graph.layers])
         except Exception as exc:  # what ORT fused is a note on the rows, not a reason to drop the view
