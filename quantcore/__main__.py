@@ -1,4 +1,5 @@
-"""Headless CLI: ``python -m quantcore summarize FOLDER``; ``python -m quantcore quantize FOLDER [options] -o DIR``."""
+"""Headless CLI: ``python -m quantcore summarize FOLDER``, ``quantize FOLDER [options] -o DIR``,
+``integer FOLDER -o DIR``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 
 from quantcore import get_model_summary, load_model_variants
 from quantcore.errors import QuantcoreError
+from quantcore.integer.cli import add_integer_arguments, integer_command
 from quantcore.quantize.cli import add_recipe_arguments, quantize_command
 
 
@@ -25,10 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_recipe_arguments(quantize)
     quantize.add_argument("-o", "--out", required=True, metavar="DIR", help="writes DIR/<name>/model.onnx, recipe.json")
+    integer = commands.add_parser(
+        "integer", help="each quantized variant's integer layers, checked on the samples: <variant>.json and .h"
+    )
+    add_integer_arguments(integer)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "quantize":
         return quantize_command(args)
+    if args.command == "integer":
+        return integer_command(args)
 
     try:
         variants = load_model_variants(args.folder, trusted=True if args.trust else None)

@@ -1,0 +1,136 @@
+"""The integer view of the bundled ResNet8, checked against onnxruntime run directly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from quantcore import load_model_variants
+from quantcore.backends import read_integer_graph
+from quantcore.evaluate.inputs import input_spec, sample_inputs, to_model_input, variant_spec
+from quantcore.integer import IntegerReport, integer_view, run_step
+from quantcore.load import VariantKey
+
+BUNDLED = Path(__file__).resolve().parent.parent / "models" / "resnet8"
+IMAGES = 16
+
+
+@pytest.fixture(scope="module")
+def variants():
+    return load_model_variants(BUNDLED)
+
+
+@pytest.fixture(scope="module")
+def report(variants) -> IntegerReport:
+    return integer_view(variants, images=IMAGES, batch_size=8, float_network=True)
+
+
+def _session(model: onnx.ModelProto, outputs: list[str], *, optimize: bool = True) -> ort.InferenceSession:
+    tapped = onnx.ModelProto()
+    tapped.CopyFrom(model)
+    tapped.graph.output.extend(onnx.ValueInfoProto(name=t) for t in outputs)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(tapped.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def _inputs(variants, key: VariantKey) -> np.ndarray:
+    batches, _ = sample_inputs(variants, input_spec(variants), images=IMAGES)
+    pixels, _ = batches.take(0, IMAGES)
+    return to_model_input(pixels, variant_spec(variants, key))
+
+
+def _direct(variants, key: VariantKey, tensors: list[str], *, optimize: bool = True) -> dict[str, np.ndarray]:
+    model = variants.model(key)
+    session = _session(model, tensors, optimize=optimize)
+    values = session.run(tensors, {session.get_inputs()[0].name: _inputs(variants, key)})
+    return dict(zip(tensors, values, strict=True))
+
+
+def test_both_onnx_variants_are_read(report: IntegerReport) -> None:
+    assert [str(v.variant) for v in report.variants] == ["onnx_int8", "onnx_uint8"]
+    assert any("pytorch_int8" in n for n in report.notes)
+    for result in report.variants:
+        assert len(result.layers) == 10  # nine convs and the dense layer
+        assert result.layers[0].images == IMAGES
+
+
+@pytest.mark.parametrize("key", [VariantKey.ONNX_INT8, VariantKey.ONNX_UINT8])
+def test_bound_covers_observed_and_saturation_is_onnxruntimes(report: IntegerReport, variants, key) -> None:
+    result = report.variant(key)
+    outputs = [layer.output.name for layer in result.layers]
+    direct = _direct(variants, key, outputs)
+    for layer in result.layers:
+        assert np.all(layer.observed <= layer.bound)
+        assert layer.observed_bits <= layer.bound_bits
+        y = direct[layer.output.name]
+        info = np.iinfo(y.dtype)
+        assert layer.saturation_max == pytest.approx(float(np.mean(y == info.max)))
+        assert layer.saturation_min == pytest.approx(float(np.mean(y == info.min)))
+
+
+def test_observed_accumulator_equals_onnxruntime_conv_integer(report: IntegerReport, variants) -> None:
+    """ConvInteger / MatMulInteger (onnxruntime's own int32 kernels) on the same inputs give the same |acc| max."""
+    result = report.variant(VariantKey.ONNX_UINT8)
+    direct = _direct(variants, VariantKey.ONNX_UINT8, [layer.input.name for layer in result.layers])
+    for layer in result.layers:
+        step = layer.step
+        x = direct[layer.input.name]
+        inits = [
+            onnx.numpy_helper.from_array(np.asarray(layer.input.zero_point, np.uint8), "xz"),
+            onnx.numpy_helper.from_array(step.weight.astype(np.int8), "w"),
+            onnx.numpy_helper.from_array(step.weight_zero_point.astype(np.int8)[:1], "wz"),
+        ]
+        if step.kind == "conv":
+            attrs = {k: step.attrs[k] for k in ("strides", "pads", "dilations", "group")}
+            node = helper.make_node("ConvInteger", ["x", "w", "xz", "wz"], ["acc"], **attrs)
+        else:
+            inits[1] = onnx.numpy_helper.from_array(np.ascontiguousarray(step.weight.T.astype(np.int8)), "w")
+            node = helper.make_node("MatMulInteger", ["x", "w", "xz", "wz"], ["acc"])
+        assert np.all(step.weight_zero_point == 0)
+        graph = helper.make_graph([node], "acc", [helper.make_tensor_value_info("x", TensorProto.UINT8, None)],
+                                  [helper.make_tensor_value_info("acc", TensorProto.INT32, None)], inits)  # fmt: skip
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        acc = _session(model, []).run(None, {"x": x.reshape(len(x), -1) if step.kind == "dense" else x})[0]
+        acc = acc.astype(np.int64) + step.bias.reshape(1, -1, *([1] * (acc.ndim - 2)))
+        axes = tuple(a for a in range(acc.ndim) if a != 1)
+        assert np.array_equal(np.abs(acc).max(axis=axes), layer.observed), step.name
+
+
+@pytest.mark.parametrize("key", [VariantKey.ONNX_INT8, VariantKey.ONNX_UINT8])
+def test_reference_computes_what_the_graph_specifies(variants, key) -> None:
+    """Fed the unfused graph's own tensors (each QDQ step in float, as written), the reference differs by at most
+    float rounding: 1 LSB, on a small share of values."""
+    graph = read_integer_graph(variants.model(key))
+    names = sorted({t.name for s in graph.layers for t in (*s.inputs, s.output)})
+    direct = _direct(variants, key, names, optimize=False)
+    for step in graph.layers:
+        ours = run_step(step, [direct[step.inputs[0].name]], fixed=False)
+        diff = np.abs(ours.astype(np.int64) - direct[step.output.name].astype(np.int64))
+        assert diff.max() <= 1, step.name
+        assert np.mean(diff) < 1e-3, step.name
+
+
+def test_whole_network_agrees_or_says_where_it_diverges(report: IntegerReport, variants) -> None:
+    for result in report.variants:
+        for run in (result.network_fixed, result.network_float):
+            assert run.stopped is None and run.images == IMAGES
+            assert run.agreement == pytest.approx(run.top1_agree / IMAGES)
+            if run.agreement < 1:
+                assert run.first_mismatch is not None
+    # int8 activations: the integer network answers as onnxruntime does on every sample
+    assert report.variant(VariantKey.ONNX_INT8).network_fixed.agreement == 1.0
+    # the first step's mismatches against onnxruntime's tensor, counted independently
+    result = report.variant(VariantKey.ONNX_INT8)
+    first = result.graph.steps[0]
+    direct = _direct(variants, VariantKey.ONNX_INT8, [first.inputs[0].name, first.output.name])
+    ours = run_step(first, [direct[first.inputs[0].name]], fixed=True)
+    expected = int(np.count_nonzero(ours.astype(np.int64) != direct[first.output.name]))
+    assert result.network_fixed.steps[0].mismatches == expected
