@@ -42,6 +42,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--trust-remote-models", action="store_true",
         help=f"let TorchScript and pickled Hub models load; they can run code (env: {settings.TRUST_REMOTE_ENV}=1)",
     )  # fmt: skip
+    parser.add_argument(
+        "--ray", metavar="ADDRESS", default=None,
+        help="run sensitivity sweeps on this Ray cluster (env: QP_RAY_ADDRESS; needs requirements-ray.txt)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.models_dir is not None and not args.models_dir.is_dir():
         parser.error(f"--models-dir {args.models_dir} is not a folder")
@@ -61,6 +65,9 @@ def apply_settings(args: argparse.Namespace) -> settings.Settings:
     if args.trust_remote_models:
         overrides["trust_remote_models"] = True
         os.environ[settings.TRUST_REMOTE_ENV] = "1"
+    if args.ray:
+        overrides["ray_address"] = args.ray
+        os.environ["QP_RAY_ADDRESS"] = args.ray
     return settings.configure(**overrides)
 
 

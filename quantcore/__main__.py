@@ -1,5 +1,5 @@
 """Headless CLI: ``python -m quantcore summarize FOLDER``, ``quantize FOLDER [options] -o DIR``,
-``integer FOLDER -o DIR``."""
+``integer FOLDER -o DIR``, ``sweep FOLDER [options]``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 from quantcore import get_model_summary, load_model_variants
 from quantcore.errors import QuantcoreError
 from quantcore.integer.cli import add_integer_arguments, integer_command
-from quantcore.quantize.cli import add_recipe_arguments, quantize_command
+from quantcore.quantize.cli import add_recipe_arguments, add_sweep_arguments, quantize_command, sweep_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,12 +31,17 @@ def main(argv: list[str] | None = None) -> int:
         "integer", help="each quantized variant's integer layers, checked on the samples: <variant>.json and .h"
     )
     add_integer_arguments(integer)
+    sweep = commands.add_parser("sweep", help="rank a recipe's layers: each kept in float, and each quantized alone")
+    add_recipe_arguments(sweep)
+    add_sweep_arguments(sweep)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "quantize":
         return quantize_command(args)
     if args.command == "integer":
         return integer_command(args)
+    if args.command == "sweep":
+        return sweep_command(args)
 
     try:
         variants = load_model_variants(args.folder, trusted=True if args.trust else None)

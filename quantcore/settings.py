@@ -23,6 +23,8 @@ the app overrides values from its command-line flags with ``configure()``.
 | QP_HUB_MAX_TOTAL_MB           | 1024                     | most bytes one Hub pull downloads            |
 | QP_HUB_PULL_TIMEOUT_S         | 300                      | longest one Hub pull may take (all requests) |
 | QP_HUB_MIN_RATE_KBPS          | 64                       | slowest Hub transfer kept (per 5 s window)   |
+| QP_RAY_ADDRESS                | unset                    | run sensitivity sweeps on this Ray cluster   |
+| QP_SWEEP_WORKERS              | 0 (one per core)         | local sweep processes (one ORT thread each)  |
 | QP_RUN_TIMEOUT_S              | 60                       | longest a request may run models (cancelled) |
 """
 
@@ -83,6 +85,8 @@ class Settings:
     hub_pull_timeout_s: float = 300.0
     hub_min_rate_bytes_s: float = 64 * 1024.0
     run_timeout_s: float = 60.0
+    ray_address: str | None = None
+    sweep_workers: int = 0  # 0: one per core
 
     @property
     def data_roots(self) -> tuple[Path, ...]:
@@ -112,6 +116,8 @@ def _from_environment() -> Settings:
         hub_min_rate_bytes_s=_env_float("QP_HUB_MIN_RATE_KBPS", 64.0) * 1024,
         # A limit of 0 would cancel every run: the smallest usable one is a fraction of a second.
         run_timeout_s=max(0.05, _env_float("QP_RUN_TIMEOUT_S", 60.0)),
+        ray_address=os.environ.get("QP_RAY_ADDRESS") or None,
+        sweep_workers=_env_int("QP_SWEEP_WORKERS", 0),
     )
 
 

@@ -44,6 +44,7 @@ class RecipeResult:
     manifest: dict[str, Any] = field(repr=False)
     calibrated: bool  # this run calibrated (False: the ranges came from the cache)
     seconds: float
+    calibration_key: str = ""  # the entry of the calibration cache its ranges are in
 
     @property
     def key(self) -> RecipeKey:
@@ -127,6 +128,7 @@ def ort_arguments(recipe: Recipe, prepared: Any) -> dict[str, Any]:
         "reduce_range": recipe.reduce_range,
         "calibrate_method": getattr(CalibrationMethod, str(recipe.calibration)),
         "nodes_to_exclude": [n.node for n in resolve_layers(prepared, recipe.exclude)],
+        "nodes_to_quantize": [n.node for n in resolve_layers(prepared, recipe.only)],
         "extra_options": extra,
     }
 
@@ -202,7 +204,7 @@ def quantize_recipe(
     }
     seconds = time.perf_counter() - started
     logger.info("recipe %s made in %.2fs (%s)", recipe.name, seconds, "calibrated" if calibrated else "ranges reused")
-    return RecipeResult(recipe, model, data, manifest, calibrated, seconds)
+    return RecipeResult(recipe, model, data, manifest, calibrated, seconds, key)
 
 
 def float_source(variants: ModelVariants) -> tuple[Any, str | None]:

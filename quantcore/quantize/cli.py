@@ -106,3 +106,43 @@ def quantize_command(args: argparse.Namespace) -> int:
                "options": result.manifest["onnxruntime"]["quantize_static"]}, sys.stdout, indent=2)  # fmt: skip
     sys.stdout.write("\n")
     return 0
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """``sweep``'s own flags, beside the recipe's."""
+    parser.add_argument("--images", type=int, default=256, metavar="N", help="samples each job scores (default 256)")
+    parser.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: one per core)")
+    parser.add_argument("--ray", metavar="ADDRESS", help="run the jobs on this Ray cluster (or set QP_RAY_ADDRESS)")
+    parser.add_argument("--keep-worst", type=int, metavar="K", help="also make the recipe with the worst K in float")
+    parser.add_argument("-o", "--out", metavar="DIR", help="with --keep-worst: write that recipe under DIR/<name>/")
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    """Sweep a recipe over the folder's layers; prints the ranked table as JSON."""
+    from quantcore import load_model_variants
+    from quantcore.errors import QuantcoreError
+    from quantcore.quantize.build import make_recipe
+    from quantcore.quantize.executors import LocalPool, RayCluster, default_executor
+    from quantcore.quantize.saved import write_recipe
+    from quantcore.quantize.sweep import keep_worst_in_float, sensitivity_sweep
+    from quantcore.report.quantize_tables import sweep_json
+
+    try:
+        if args.keep_worst is not None and not args.out:
+            raise ValueError("--keep-worst writes a recipe: give -o DIR too")
+        recipe = recipe_from_args(args)
+        variants = load_model_variants(args.folder, trusted=True if args.trust else None)
+        executor = RayCluster(args.ray) if args.ray else LocalPool(args.workers) if args.workers else default_executor()
+        with contextlib.redirect_stdout(sys.stderr):
+            report = sensitivity_sweep(variants, recipe, images=args.images, executor=executor)
+            shown = sweep_json(report)
+            if args.keep_worst is not None:
+                mixed = make_recipe(variants, keep_worst_in_float(report, args.keep_worst))
+                shown["kept_worst"] = {"recipe": f"recipe:{mixed.recipe.name}", "exclude": list(mixed.recipe.exclude),
+                                       "folder": str(write_recipe(mixed, args.out))}  # fmt: skip
+    except (QuantcoreError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    json.dump(shown, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0

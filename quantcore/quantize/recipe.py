@@ -98,6 +98,7 @@ class Recipe:
         calibration_images: how many images calibrate.
         test_set: calibrate on this test-set folder's images instead of the folder's samples.
         exclude: layers kept in float (layer names as the layer table shows them, or ONNX node names).
+        only: quantize only these layers (``nodes_to_quantize``); empty: every layer.
         overrides: per-layer weight / activation types (``TensorQuantOverrides``).
     """
 
@@ -114,6 +115,7 @@ class Recipe:
     calibration_images: int = 200
     test_set: str | None = None
     exclude: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
     overrides: Mapping[str, LayerOverride] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,6 +126,7 @@ class Recipe:
                 object.__setattr__(self, name, kind.from_string(value))
         exclude = (str(e).strip() for e in self.exclude)
         object.__setattr__(self, "exclude", tuple(dict.fromkeys(e for e in exclude if e)))
+        object.__setattr__(self, "only", tuple(dict.fromkeys(str(e).strip() for e in self.only if str(e).strip())))
         object.__setattr__(self, "overrides", {str(k): _override(v) for k, v in dict(self.overrides).items()})
         self.validate()
         if not self.name:
@@ -168,6 +171,8 @@ class Recipe:
             parts.append("symw" if self.symmetric_weights else "asymw")
         if self.exclude:
             parts.append(f"float{len(self.exclude)}")
+        if self.only:
+            parts.append(f"only{len(self.only)}")
         if self.overrides:
             parts.append(f"ovr{len(self.overrides)}")
         if self.test_set:
@@ -188,7 +193,7 @@ class Recipe:
         """JSON-ready; ``Recipe.from_dict`` reads it back."""
         data = asdict(self)
         data.update(format=str(self.format), activation=str(self.activation), weight=str(self.weight),
-                    calibration=str(self.calibration), exclude=list(self.exclude),
+                    calibration=str(self.calibration), exclude=list(self.exclude), only=list(self.only),
                     overrides={k: v.as_dict() for k, v in self.overrides.items()})  # fmt: skip
         return data
 
@@ -206,10 +211,11 @@ class Recipe:
         if unknown:
             raise RecipeError(f"unknown recipe options: {', '.join(sorted(map(str, unknown)))}")
         values = dict(data)
-        if "exclude" in values:
-            if isinstance(values["exclude"], str) or not isinstance(values["exclude"], (list, tuple)):
-                raise RecipeError("exclude is a list of layer names")
-            values["exclude"] = tuple(values["exclude"])
+        for name in ("exclude", "only"):
+            if name in values:
+                if isinstance(values[name], str) or not isinstance(values[name], (list, tuple)):
+                    raise RecipeError(f"{name} is a list of layer names")
+                values[name] = tuple(values[name])
         if "overrides" in values and not isinstance(values["overrides"], Mapping):
             raise RecipeError("overrides map a layer name to {'weight': type, 'activation': type}")
         for name in ("per_channel", "reduce_range", "symmetric_activations"):

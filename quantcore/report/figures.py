@@ -12,6 +12,7 @@ from quantcore.evaluate.scorecard import Scorecard
 from quantcore.evaluate.speed import BATCH_SIZES
 from quantcore.inspect.drift import DriftReport
 from quantcore.inspect.weights import DEFAULT_BINS, WeightComparison, histogram
+from quantcore.quantize.sweep import SweepReport
 from quantcore.report.tables import percent
 
 if TYPE_CHECKING:
@@ -123,4 +124,24 @@ def scorecard_figure(card: Scorecard) -> go.Figure:
     figure.update_yaxes(title_text="images/s", row=1, col=2)
     figure.update_layout(barmode="group", title=f"Accuracy and speed — {card.source}", legend_title="bars",
                          margin={"l": 60, "r": 20, "t": 80, "b": 80})  # fmt: skip
+    return figure
+
+
+def sweep_figure(report: SweepReport) -> go.Figure:
+    """Per layer (costliest first): output SQNR with only it quantized, and with it kept in float."""
+    import plotly.graph_objects as go
+
+    layers = [row.layer for row in report.rows]
+
+    def finite(value: float) -> float | None:
+        return value if math.isfinite(value) else None
+
+    figure = go.Figure()
+    figure.add_trace(go.Bar(x=layers, y=[finite(r.alone.output_sqnr_db) for r in report.rows],
+                            name="only this layer quantized"))  # fmt: skip
+    figure.add_trace(go.Bar(x=layers, y=[finite(r.kept_float.output_sqnr_db) for r in report.rows],
+                            name="this layer kept in float"))  # fmt: skip
+    figure.add_hline(y=report.base.output_sqnr_db, line_dash="dot", annotation_text="whole recipe")
+    figure.update_layout(barmode="group", yaxis_title="output SQNR (dB)", xaxis_title="layer (costliest first)",
+                         margin={"t": 30}, legend={"orientation": "h"})  # fmt: skip
     return figure

@@ -1,10 +1,11 @@
-"""The playground's results as display rows and API JSON: the recipe board (and, later, the sweep)."""
+"""The playground's results as display rows and API JSON: the recipe board and the sensitivity sweep."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from quantcore.quantize.board import SPEED_BATCHES, BoardEntry
+from quantcore.quantize.sweep import SweepReport
 from quantcore.report.tables import number, percent
 
 
@@ -39,3 +40,36 @@ def board_json(entries: list[BoardEntry]) -> dict[str, Any]:
         "layers": layers,
         "speed": "images/s of the fastest of the timed runs, one recipe at a time",
     }
+
+
+def sweep_rows(report: SweepReport) -> list[dict[str, Any]]:
+    """The sweep, costliest layer first."""
+    rows = []
+    for rank, row in enumerate(report.rows, 1):
+        rows.append({
+            "rank": rank, "layer": row.layer,
+            "alone: output SQNR (dB)": number(row.alone.output_sqnr_db),
+            "alone: accuracy (%)": percent(row.alone.accuracy),
+            "alone: agreement (%)": percent(row.alone.agreement),
+            "kept float: output SQNR (dB)": number(row.kept_float.output_sqnr_db),
+            "kept float: gain (dB)": number(report.gain_db(row)),
+            "kept float: accuracy (%)": percent(row.kept_float.accuracy),
+            "kept float: agreement (%)": percent(row.kept_float.agreement),
+        })  # fmt: skip
+    return rows
+
+
+def sweep_json(report: SweepReport) -> dict[str, Any]:
+    """The sweep as the API returns it."""
+    base = report.base
+    return {
+        "recipe": report.recipe.as_dict(),
+        "images": report.images,
+        "executor": report.executor,
+        "seconds": round(report.seconds, 2),
+        "base": {"accuracy (%)": percent(base.accuracy), "agreement (%)": percent(base.agreement),
+                 "output SQNR (dB)": number(base.output_sqnr_db)},
+        "table": sweep_rows(report),
+        "ranking": "by the output SQNR with only that layer quantized, lowest (costliest) first",
+        "notes": list(report.notes),
+    }  # fmt: skip
