@@ -18,6 +18,7 @@ import gradio as gr
 
 from gradio_app import handlers, input_panel, overview, render
 from gradio_app.common import FOLDER_EVENTS, HUB_EVENTS, PRIVATE, Page
+from gradio_app.explorer import ConfinedFileExplorer
 from gradio_app.tabs import layer_error, layers, predictions, quantize, scorecard, weights
 from quantcore import settings
 from quantcore.evaluate.images import apply_pixel_limit
@@ -91,10 +92,10 @@ def launch_options() -> dict[str, Any]:
     return {"css": CSS, "max_file_size": settings.current().max_upload_bytes}
 
 
-def _folder_section(root: Path) -> gr.FileExplorer:
+def _folder_section(root: Path) -> ConfinedFileExplorer:
     # fnmatch on absolute paths, anchored at the root: hide dotfiles and dot-folders.
     hidden = glob.escape(str(root)) + "*" + os.sep + ".*"
-    return gr.FileExplorer(
+    return ConfinedFileExplorer(
         root_dir=root,
         glob="**/*",
         ignore_glob=hidden,
@@ -156,7 +157,7 @@ def _tabs(page: Page) -> None:
 
 
 # The page's own events are private, and named so as not to take the public names in _wire_api.
-def _wire_folder(explorer: gr.FileExplorer, results: Results) -> None:
+def _wire_folder(explorer: ConfinedFileExplorer, results: Results) -> None:
     tick, click = _for_page(handlers.select_in_explorer), _for_page(handlers.click_in_explorer)
     explorer.change(tick, explorer, results.outputs, api_name="page_tick", **PRIVATE, **FOLDER_EVENTS)
     explorer.select(click, None, results.outputs, api_name="page_click", **PRIVATE, **FOLDER_EVENTS)
