@@ -12,10 +12,9 @@ their inputs (``input_spec``, ``folder_samples``, ``load_test_set``).
 import os
 
 # onnxruntime otherwise keeps a device id and usage database under
-# ~/.cache/Microsoft/DeveloperTools/: nothing is written outside the project's
-# folders. It reads this once, when it is first imported (torch's ONNX export too).
+# ~/.cache/Microsoft/DeveloperTools/, outside the project's folders. It reads
+# this when it is first imported, so it is set before any quantcore module runs.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-
 
 from quantcore.data.test_sets import find_test_sets
 from quantcore.errors import QuantcoreError
