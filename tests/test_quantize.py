@@ -145,6 +145,34 @@ def test_calibration_methods_and_percentile_change_the_ranges(folder: Path) -> N
     assert len({round(s, 9) for s in scales.values()}) >= 3
 
 
+def test_a_test_set_calibrates_instead_of_the_samples(folder: Path) -> None:
+    from quantcore.quantize.calibration import fingerprint
+    from tests.test_scorecard import _write_idx
+
+    test_set = folder.parent / "data" / "dim"
+    test_set.mkdir(parents=True)
+    # Pixels 0..127: a range the folder's samples (0..255) do not have.
+    images = np.random.default_rng(3).integers(0, 128, (20, 28, 28), dtype=np.uint8)
+    _write_idx(test_set / "t10k-images-idx3-ubyte.gz", images)
+    _write_idx(test_set / "t10k-labels-idx1-ubyte.gz", np.arange(20, dtype=np.uint8) % 10)
+    from_samples = _make(folder)
+    from_test_set = _make(folder, test_set="data/dim")
+    assert from_test_set.calibrated, "another calibration set calibrates again"
+    calibration = from_test_set.manifest["calibration"]
+    expected = datasets.preprocess(datasets.grey_to_rgb32(images[:16]))
+    assert calibration["kind"] == "test_set" and calibration["count"] == 16
+    assert calibration["sha256"] == fingerprint(expected) != from_samples.manifest["calibration"]["sha256"]
+
+    def input_scale(model: onnx.ModelProto) -> float:
+        inits = _inits(model)
+        first = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "input")
+        return float(numpy_helper.to_array(inits[first.input[1]]))
+
+    # MinMax, uint8, asymmetric: the input's range [0, max] over 255 levels, as computed from the images here.
+    assert input_scale(from_test_set.model) == pytest.approx(float(expected.max()) / 255, rel=1e-4)
+    assert input_scale(from_samples.model) == pytest.approx(1 / 255, rel=1e-3)
+
+
 def test_qoperator_format_and_what_it_refuses(folder: Path) -> None:
     model = _make(folder, format="QOperator", activation="uint8", weight="int8").model
     ops = {n.op_type for n in model.graph.node}
