@@ -16,8 +16,11 @@ from playwright.sync_api import Page, expect
 
 import quantcore
 from quantcore.data import datasets
-from quantcore.quantize import Recipe, quantize_recipe, store
+from quantcore.quantize import Recipe, quantize_recipe, store, weighted_nodes
 from quantcore.quantize.calibration import calibration_set
+from quantcore.quantize.executors import InProcess
+from quantcore.quantize.sweep import sensitivity_sweep
+from quantcore.report.quantize_tables import sweep_rows
 from tests.app_server import Server, served_app
 from tests.browser import tree_entry
 from tests.test_predictions import write_samples
@@ -87,6 +90,32 @@ def test_quantize_endpoint_refuses_bad_recipes(client: Client) -> None:
     assert "unknown recipe options: bits" in client.predict("tiny", json.dumps({"bits": 3}),
                                                             api_name="/quantize")["error"]  # fmt: skip
     assert "Load a folder" in client.predict(None, {}, api_name="/quantize")["error"]
+
+
+def test_sweep_endpoint_ranks_as_a_direct_sweep_and_keeps_the_worst_in_float(client: Client, server: Server) -> None:
+    options = {"name": "api-sweep", "calibration_images": 16, "per_channel": False}
+    answer = client.predict("tiny", options, 48, 2, api_name="/sweep")
+    assert "error" not in answer, answer
+    # The same sweep computed here, in this process, from the same folder and recipe.
+    variants = quantcore.load_model_variants(server.models_root / "tiny")
+    direct = sensitivity_sweep(variants, Recipe.from_dict(options), images=48, executor=InProcess())
+    assert answer["images"] == 48 and len(answer["table"]) == 10
+    assert answer["table"] == json.loads(json.dumps(sweep_rows(direct)))
+    assert answer["executor"].startswith("a local pool of")
+
+    kept = answer["kept_worst"]
+    worst = [row["layer"] for row in answer["table"][:2]]
+    assert kept["recipe"] == "recipe:api-sweep-worst2-float"
+    assert kept["recipe_json"]["recipe"]["exclude"] == worst
+    float_model = variants.model("onnx_float")
+    nodes = {n.layer: n.node for n in weighted_nodes(float_model)}
+    assert kept["recipe_json"]["onnxruntime"]["quantize_static"]["nodes_to_exclude"] == [nodes[w] for w in worst]
+    assert not kept["calibrated"], "the sweep's calibration is reused"
+    layers = client.predict(kept["source"], "", api_name="/layers")
+    assert layers["matched"]["recipe:api-sweep-worst2-float"]["layers"] == 10
+
+    assert "k must be between 1 and 10" in client.predict("tiny", options, 48, 11, api_name="/sweep")["error"]
+    assert "images must be between 1 and 1000" in client.predict("tiny", options, 0, api_name="/sweep")["error"]
 
 
 # --------------------------------------------------------------------- browser

@@ -1,8 +1,11 @@
 """The Quantize tab: make a recipe variant from the folder's float ONNX model with onnxruntime, see it in
-every tab, rank the session's recipes on a board, save a recipe into its folder or download it.
+every tab, rank the session's recipes on a board, sweep a recipe's layers for the ones that cost the most
+and keep the worst k in float in one click, save a recipe into its folder or download it.
 
 API: ``/quantize (source, recipe)`` -> the recipe variant, its ``recipe.json``, its board entry and the
-source that shows it; ``/recipe_board (source)`` -> the ranked board of the source's recipes.
+source that shows it; ``/recipe_board (source)`` -> the ranked board of the source's recipes;
+``/sweep (source, recipe, images, keep_worst)`` -> the ranked sweep table (and, with ``keep_worst`` k, the
+recipe variant with the worst k layers kept in float, as ``/quantize`` answers).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from gradio_app.common import (
     note,
     on_failure,
     variants_for,
+    whole_number,
 )
 from quantcore import Source, get_model_summary, settings
 from quantcore.errors import NothingLoadedError, RecipeError
@@ -47,10 +51,14 @@ from quantcore.quantize import (
 from quantcore.quantize.board import BoardEntry, ranked, score_recipe
 from quantcore.quantize.cli import parse_overrides
 from quantcore.quantize.saved import save_to_folder
-from quantcore.report import quantize_tables
+from quantcore.quantize.sweep import DEFAULT_IMAGES, SweepReport, keep_worst_in_float, sensitivity_sweep
+from quantcore.report import figures, quantize_tables
+from quantcore.report.tables import number
 
 HINT = "Load a folder with a float ONNX variant above, pick a recipe and quantize it with onnxruntime."
 SYMMETRY = {"onnxruntime's default": None, "symmetric": True, "asymmetric": False}
+MAX_SWEEP_IMAGES = 1000
+SWEEP_HINT = "Sweep the recipe above: each weighted layer kept in float in turn, and quantized alone."
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,14 @@ class QuantizeTab:
     pick: gr.Dropdown
     save: gr.Button
     files: gr.File
+    sweep_images: gr.Slider
+    sweep: gr.Button
+    sweep_note: gr.Markdown
+    sweep_plot: gr.Plot
+    sweep_table: gr.Dataframe
+    keep_k: gr.Number
+    keep: gr.Button
+    swept: gr.State  # the page's last sweep: (the folder's source, its report)
 
     @property
     def options(self) -> list[Any]:
@@ -166,14 +182,32 @@ def board_api(source: Any) -> dict[str, Any]:
     return quantize_tables.board_json(board_entries(variants_for(source)))
 
 
+def sweep(source: Any, recipe: Recipe, images: int) -> tuple[Source, SweepReport]:
+    """Sweep ``recipe``'s layers on the source's folder (the app's executor: local pool, or Ray when set)."""
+    resolved = Source.from_client(source)
+    if resolved is None:
+        raise NothingLoadedError("nothing is loaded yet")
+    return resolved, sensitivity_sweep(variants_for(resolved), recipe, images=images)
+
+
+def sweep_api(source: Any, recipe: Any, images: Any = None, keep_worst: Any = None) -> dict[str, Any]:
+    """Sweep a recipe's layers (API: /sweep); with ``keep_worst`` k, also make it with the worst k in float."""
+    options = json.loads(recipe) if isinstance(recipe, str) else recipe
+    count = whole_number(images, DEFAULT_IMAGES, 1, MAX_SWEEP_IMAGES, "images")
+    k = whole_number(keep_worst, 0, 0, 1000, "keep_worst")
+    resolved, report = sweep(source, Recipe.from_dict(options or {}), count)
+    answer = quantize_tables.sweep_json(report)
+    if k:
+        answer["kept_worst"] = quantize_api(resolved, keep_worst_in_float(report, k).as_dict())
+    return answer
+
+
 def _failed(message: str) -> tuple[Any, ...]:
     return (message, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
 
 
-@on_failure("quantizing", _failed)
-def _quantize_page(source: Any, *options: Any, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
-    progress(0.1, desc="Calibrating and quantizing with onnxruntime")
-    recipe = recipe_from_page(*options)
+def _made(source: Any, recipe: Recipe, progress: gr.Progress) -> tuple[Any, ...]:
+    """Make ``recipe`` and show it: the note, the board, the recipe picker, the files, the summary, the source."""
     shown, joined, entry, result = quantize(source, recipe)
     progress(0.8, desc="Scoring the session's recipes")
     entries = board_entries(joined)
@@ -181,8 +215,9 @@ def _quantize_page(source: Any, *options: Any, progress: gr.Progress = gr.Progre
                                      root=Path(os.path.realpath(settings.current().models_root)))  # fmt: skip
     calibrated = "calibrated on" if result.calibrated else "calibration ranges reused for"
     row = quantize_tables.board_rows([entry])[0]
+    kept = f" Kept in float: {', '.join(recipe.exclude)}." if recipe.exclude else ""
     lines = [f"{result.key}: {calibrated} {result.manifest['calibration']['description']}, "
-             f"{len(result.data) / 1024:.1f} KB, made in {result.seconds:.2f} s.",
+             f"{len(result.data) / 1024:.1f} KB, made in {result.seconds:.2f} s.{kept}",
              f"Accuracy {row['accuracy (%)']} % on {entry.images} images, "
              f"worst layer {entry.worst_layer} at {row['worst layer SQNR (dB)']} dB.",
              "It now shows in every tab beside the five variants."]  # fmt: skip
@@ -195,6 +230,48 @@ def _quantize_page(source: Any, *options: Any, progress: gr.Progress = gr.Progre
         summary,
         shown,
     )
+
+
+@on_failure("quantizing", _failed)
+def _quantize_page(source: Any, *options: Any, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+    progress(0.1, desc="Calibrating and quantizing with onnxruntime")
+    return _made(source, recipe_from_page(*options), progress)
+
+
+def _sweep_failed(message: str) -> tuple[Any, ...]:
+    return (message, gr.Plot(value=None, visible=False), gr.Dataframe(value=None, visible=False), None)
+
+
+@on_failure("the sensitivity sweep", _sweep_failed)
+def _sweep_page(source: Any, images: Any, *options: Any, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+    progress(0.05, desc="Calibrating once, then quantizing and scoring each layer kept in float and alone")
+    count = whole_number(images, DEFAULT_IMAGES, 1, MAX_SWEEP_IMAGES, "sweep images")
+    resolved, report = sweep(source, recipe_from_page(*options), count)
+    worst = report.rows[0]
+    lines = [f"{report.recipe.name}: {len(report.rows)} layers on {report.images} images, "
+             f"{2 * len(report.rows) + 1} recipes run on {report.executor} in {report.seconds:.1f} s.",
+             f"Whole recipe: output SQNR {number(report.base.output_sqnr_db)} dB. "
+             f"Costliest layer: {worst.layer} (alone: {number(worst.alone.output_sqnr_db)} dB; "
+             f"kept in float: {number(report.gain_db(worst))} dB gained).",
+             "Ranked by the output SQNR with only that layer quantized, lowest first.",
+             *report.notes]  # fmt: skip
+    return (
+        note(lines, "Sensitivity sweep"),
+        gr.Plot(value=figures.sweep_figure(report), visible=True),
+        gr.Dataframe(value=pd.DataFrame(quantize_tables.sweep_rows(report)), visible=True),
+        (replace(resolved, recipes=()).as_dict(), report),
+    )
+
+
+@on_failure("keeping the worst layers in float", _failed)
+def _keep_worst_page(source: Any, swept: Any, k: Any, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+    resolved = Source.from_client(source)
+    if not swept or resolved is None or replace(resolved, recipes=()).as_dict() != swept[0]:
+        raise ValueError("sweep this folder's layers first (the sweep above is of another folder, or not run)")
+    report: SweepReport = swept[1]
+    count = whole_number(k, 1, 1, len(report.rows), "k (layers kept in float)")
+    progress(0.1, desc=f"Quantizing with the worst {count} in float (calibration reused)")
+    return _made(resolved, keep_worst_in_float(report, count), progress)
 
 
 @on_failure("saving the recipe", lambda message: message)
@@ -249,9 +326,22 @@ def build() -> QuantizeTab:
         pick = gr.Dropdown(choices=[], label="Recipe", elem_id="qp-q-pick", scale=2)
         save = gr.Button("Save to folder", elem_id="qp-q-save", scale=1)
     files = gr.File(label="Download: model and recipe.json", file_count="multiple", elem_id="qp-q-files")
+    with gr.Accordion("Sensitivity sweep: which layers cost the most", open=True, elem_id="qp-q-sweep-section"):
+        with gr.Row():
+            sweep_images = gr.Slider(1, MAX_SWEEP_IMAGES, value=DEFAULT_IMAGES, step=1, scale=2,
+                                     label="Images to score each layer on", elem_id="qp-q-sweep-images")  # fmt: skip
+            sweep_button = gr.Button("Sweep this recipe's layers", elem_id="qp-q-sweep", scale=1)
+        sweep_note = gr.Markdown(SWEEP_HINT, elem_id="qp-q-sweep-note")
+        sweep_plot = gr.Plot(label="Output SQNR per layer", elem_id="qp-q-sweep-plot", visible=False)
+        sweep_table = gr.Dataframe(label="Layers, costliest first", interactive=False, elem_id="qp-q-sweep-table",
+                                   visible=False)  # fmt: skip
+        with gr.Row():
+            keep_k = gr.Number(value=1, precision=0, minimum=1, label="k", elem_id="qp-q-keep-k", scale=1)
+            keep = gr.Button("Keep the worst k in float (makes the mixed recipe)", elem_id="qp-q-keep", scale=2)
     return QuantizeTab(name, fmt, activation, weight, per_channel, reduce_range, symmetric_activations,
                        symmetric_weights, calibration, percentile, images, test_set, exclude, overrides, run,
-                       view_note, board, pick, save, files)  # fmt: skip
+                       view_note, board, pick, save, files, sweep_images, sweep_button, sweep_note, sweep_plot,
+                       sweep_table, keep_k, keep, gr.State(None))  # fmt: skip
 
 
 def wire(page: Page, v: QuantizeTab) -> None:
@@ -259,6 +349,11 @@ def wire(page: Page, v: QuantizeTab) -> None:
     outputs = [v.note, v.board, v.pick, v.files, page.summary, page.source]
     v.run.click(_quantize_page, [page.source, *v.options], outputs, api_name="page_quantize", **PRIVATE,
                 **HEAVY_EVENTS)  # fmt: skip
+    sweep_outputs = [v.sweep_note, v.sweep_plot, v.sweep_table, v.swept]
+    v.sweep.click(_sweep_page, [page.source, v.sweep_images, *v.options], sweep_outputs, api_name="page_sweep",
+                  **PRIVATE, **HEAVY_EVENTS)  # fmt: skip
+    v.keep.click(_keep_worst_page, [page.source, v.swept, v.keep_k], outputs, api_name="page_keep_worst",
+                 **PRIVATE, **HEAVY_EVENTS)  # fmt: skip
     v.save.click(_save_page, [page.source, v.pick], v.note, api_name="page_recipe_save", **PRIVATE, **VIEW_EVENTS)
     page.summary.change(_layer_choices, page.source, v.exclude, api_name="page_quantize_layers", **PRIVATE,
                         **VIEW_EVENTS)  # fmt: skip
@@ -266,3 +361,5 @@ def wire(page: Page, v: QuantizeTab) -> None:
     hidden_endpoint(api(quantize_api), [source, recipe], out, "quantize", HEAVY_EVENTS)
     board_source, board_out = gr.JSON(visible=False), gr.JSON(visible=False)
     hidden_endpoint(api(board_api), [board_source], board_out, "recipe_board", HEAVY_EVENTS)
+    sweep_in = [gr.JSON(visible=False) for _ in range(4)]
+    hidden_endpoint(api(sweep_api), sweep_in, gr.JSON(visible=False), "sweep", HEAVY_EVENTS)
