@@ -1,5 +1,5 @@
 """Headless CLI: ``python -m quantcore summarize FOLDER``, ``quantize FOLDER [options] -o DIR``,
-``integer FOLDER -o DIR``, ``sweep FOLDER [options]``."""
+``integer FOLDER -o DIR``, ``sweep FOLDER [options]``, ``report FOLDER -o report.html``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from quantcore import get_model_summary, load_model_variants
 from quantcore.errors import QuantcoreError
 from quantcore.integer.cli import add_integer_arguments, integer_command
 from quantcore.quantize.cli import add_recipe_arguments, add_sweep_arguments, quantize_command, sweep_command
+from quantcore.report.cli import add_report_arguments, report_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     sweep = commands.add_parser("sweep", help="rank a recipe's layers: each kept in float, and each quantized alone")
     add_recipe_arguments(sweep)
     add_sweep_arguments(sweep)
+    report = commands.add_parser(
+        "report", help="the standard views as one offline HTML file, and their tables as CSV/JSON in a ZIP"
+    )
+    add_report_arguments(report)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "quantize":
@@ -42,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         return integer_command(args)
     if args.command == "sweep":
         return sweep_command(args)
+    if args.command == "report":
+        return report_command(args)
 
     try:
         variants = load_model_variants(args.folder, trusted=True if args.trust else None)

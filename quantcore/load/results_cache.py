@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
@@ -22,6 +24,11 @@ T = TypeVar("T")
 CAPACITY = 32
 
 _RESULTS: SingleFlightLRU[Any] = SingleFlightLRU(CAPACITY)
+# Which results were computed, per folder fingerprint, so a report can list "every view computed so far".
+# Keys only, a few times the cache's capacity: a result evicted since is computed again when asked for.
+_COMPUTED: OrderedDict[tuple[Hashable, str, Hashable], None] = OrderedDict()
+_COMPUTED_LOCK = threading.Lock()
+COMPUTED_CAPACITY = 8 * CAPACITY
 
 
 def folder_fingerprint(variants: ModelVariants) -> tuple[Hashable, ...]:
@@ -48,7 +55,28 @@ def cached(variants: ModelVariants, view: str, settings: Hashable, compute: Call
     Returns:
         The result and whether it came from the cache.
     """
-    return _RESULTS.get((folder_fingerprint(variants), view, settings), None, compute)
+    key = (folder_fingerprint(variants), view, settings)
+    result = _RESULTS.get(key, None, compute)
+    with _COMPUTED_LOCK:
+        _COMPUTED[key] = None
+        _COMPUTED.move_to_end(key)
+        while len(_COMPUTED) > COMPUTED_CAPACITY:
+            _COMPUTED.popitem(last=False)
+    return result
+
+
+def computed(variants: ModelVariants) -> list[tuple[str, Hashable]]:
+    """The (view, settings) of every result computed for this folder as it is now, oldest first.
+
+    Args:
+        variants: the loaded folder (its fingerprint picks its results; an edited folder has none yet).
+
+    Returns:
+        One (view, settings) pair per result, as given to ``cached``.
+    """
+    fingerprint = folder_fingerprint(variants)
+    with _COMPUTED_LOCK:
+        return [(view, settings) for (f, view, settings) in _COMPUTED if f == fingerprint]
 
 
 def cache_info() -> CacheInfo:
@@ -59,3 +87,5 @@ def cache_info() -> CacheInfo:
 def cache_clear() -> None:
     """Forget every cached result."""
     _RESULTS.clear()
+    with _COMPUTED_LOCK:
+        _COMPUTED.clear()
