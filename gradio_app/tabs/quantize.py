@@ -313,7 +313,7 @@ def build() -> QuantizeTab:
         calibration = gr.Dropdown([m.value for m in CalibrationMethodName], value="MinMax", label="Calibration",
                                   elem_id="qp-q-calibration")  # fmt: skip
         percentile = gr.Number(value=99.999, label="Percentile (Percentile calibration)")
-        images = gr.Slider(1, 1000, value=200, step=1, label="Calibration images")
+        images = gr.Slider(1, 1000, value=200, step=1, label="Calibration images", elem_id="qp-q-images")
         test_set = gr.Textbox(label="Calibrate on a test set folder (default: samples.npz)")
     with gr.Row():
         exclude = gr.Dropdown(choices=[], value=[], multiselect=True, label="Layers kept in float",
