@@ -19,7 +19,7 @@ import gradio as gr
 from gradio_app import handlers, input_panel, overview, render
 from gradio_app.common import FOLDER_EVENTS, HUB_EVENTS, PRIVATE, Page
 from gradio_app.explorer import ConfinedFileExplorer
-from gradio_app.tabs import layer_error, layers, predictions, quantize, scorecard, weights
+from gradio_app.tabs import integer, layer_error, layers, predictions, quantize, scorecard, weights
 from quantcore import settings
 from quantcore.evaluate.images import apply_pixel_limit
 
@@ -146,6 +146,8 @@ def _tabs(page: Page) -> None:
             predictions_tab = predictions.build()
         with gr.Tab("Accuracy & speed", id="scorecard"):
             scorecard_tab = scorecard.build()
+        with gr.Tab("Integer", id="integer"):
+            integer_tab = integer.build()
         with gr.Tab("Quantize", id="quantize"):
             quantize_tab = quantize.build()
     layers.wire(page, layers_tab, weights_tab.layer)
@@ -153,6 +155,7 @@ def _tabs(page: Page) -> None:
     layer_error.wire(page, error_tab)
     predictions.wire(page, predictions_tab)
     scorecard.wire(page, scorecard_tab)
+    integer.wire(page, integer_tab)
     quantize.wire(page, quantize_tab)
 
 
