@@ -16,7 +16,7 @@ from typing import Any
 
 import gradio as gr
 
-from gradio_app import handlers, input_panel, overview, render
+from gradio_app import handlers, input_panel, overview, render, report
 from gradio_app.common import FOLDER_EVENTS, HUB_EVENTS, PRIVATE, Page
 from gradio_app.explorer import ConfinedFileExplorer
 from gradio_app.tabs import integer, layer_error, layers, predictions, quantize, scorecard, weights
@@ -201,6 +201,7 @@ def build_demo() -> gr.Blocks:
         results = _results_section()
         page = Page(results.summary, results.source)
         overview.wire(page, overview.Overview(header, results.variants))
+        report.add(page)
         inputs = input_panel.build()
         _tabs(page)
         input_panel.wire(page, inputs, results.status, _for_page, _for_api)
