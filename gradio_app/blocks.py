@@ -16,7 +16,7 @@ from typing import Any
 
 import gradio as gr
 
-from gradio_app import handlers, input_panel, overview, render, report
+from gradio_app import handlers, input_panel, overview, render, report, uploads
 from gradio_app.common import FOLDER_EVENTS, HUB_EVENTS, PRIVATE, Page
 from gradio_app.explorer import ConfinedFileExplorer
 from gradio_app.tabs import integer, layer_error, layers, predictions, quantize, scorecard, weights
@@ -116,6 +116,13 @@ def _hub_section() -> HubPanel:
     return HubPanel(repo_id, revision, subfolder, pull)
 
 
+def _wire_uploads(files: gr.File, results: Results, demo: gr.Blocks) -> None:
+    """Uploaded files load like a folder; the session's uploads go when it ends (tab closed or reloaded)."""
+    files.upload(_for_page(handlers.upload_files), files, results.outputs, api_name="page_upload", **PRIVATE,
+                 **FOLDER_EVENTS)  # fmt: skip
+    demo.unload(handlers.end_session)
+
+
 def _results_section() -> Results:
     status = gr.Markdown(
         render.info().markdown,
@@ -177,6 +184,9 @@ def _wire_api(hub: HubPanel, results: Results) -> None:
     outputs = [results.summary, results.status]
     load, pull = _for_api(handlers.load_folder), _for_api(handlers.pull_hub)
     gr.Button(visible=False).click(load, folder, outputs, api_name="load_folder", **FOLDER_EVENTS)
+    files = gr.File(file_count="multiple", type="filepath", visible=False)
+    upload = _for_api(handlers.upload_files)
+    gr.Button(visible=False).click(upload, files, outputs, api_name="upload_files", **FOLDER_EVENTS)
     gr.Button(visible=False).click(pull, hub.inputs, outputs, api_name="pull_hub", **HUB_EVENTS)
     # Baseline for benchmarks/bench_reselect.py: the same queue and transport, no work.
     echo = gr.Textbox(visible=False)
@@ -190,6 +200,7 @@ def build_demo() -> gr.Blocks:
     root = Path(os.path.realpath(settings.current().models_root))
     if not root.is_dir():
         raise FileNotFoundError(f"models folder not found: {root} (set --models-dir or QP_MODELS_DIR)")
+    uploads.install()  # an upload opens only for the browser session that made it
     # No usage analytics: the app sends nothing off the machine unless asked to (a Hub pull, --share).
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         header = overview.build_header()
@@ -198,6 +209,7 @@ def build_demo() -> gr.Blocks:
                 explorer = _folder_section(root)
             with gr.Column(scale=2):
                 hub = _hub_section()
+                files = uploads.build_area()
         results = _results_section()
         page = Page(results.summary, results.source)
         overview.wire(page, overview.Overview(header, results.variants))
@@ -207,5 +219,6 @@ def build_demo() -> gr.Blocks:
         input_panel.wire(page, inputs, results.status, _for_page, _for_api)
         _wire_folder(explorer, results)
         _wire_hub(hub, results)
+        _wire_uploads(files, results, demo)
         _wire_api(hub, results)
     return demo

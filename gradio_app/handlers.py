@@ -18,9 +18,9 @@ from typing import Any
 import gradio as gr
 
 from gradio_app import render
-from quantcore import QuantcoreError, Source, get_model_summary, load_model_variants, paths, settings
+from quantcore import QuantcoreError, Source, get_model_summary, load_model_variants, open_source, paths, settings
 from quantcore.errors import PathNotAllowedError
-from quantcore.load import hub
+from quantcore.load import hub, uploads
 from quantcore.quantize import store
 
 logger = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 Summary = dict[str, Any] | None
 Result = tuple[Summary, render.Status]
 ProgressFn = Callable[..., Any]
+UPLOAD_HINT = "Choose .onnx and .pt files (and samples.npz, variants.json, model_card.json) to upload."
 
 
 def models_root() -> Path:
@@ -58,6 +59,8 @@ def _summarize(label: str, produce: Callable[[], tuple[dict[str, Any], Source]])
         return nothing(render.error_status(exc, what=label))
     summary = {**summary, "source": source.as_dict()}  # the handle API clients send back to the views
     shown = render.display_summary(summary, root=models_root())
+    if source.upload is not None:  # an upload is named by its files, never by where the server keeps them
+        shown["folder"] = source.label
     return shown, render.loaded_status(summary, source=label)
 
 
@@ -163,6 +166,40 @@ def pull_hub(
         return summary, Source.from_client(summary["source"])
 
     return _summarize(label, produce)
+
+
+def upload_files(
+    files: Sequence[str] | None,
+    request: gr.Request,
+    progress: gr.Progress = gr.Progress(),  # noqa: B008
+) -> Result:
+    """Copy a visitor's files into a folder only their session can open, and load it (API: /upload_files).
+
+    The files are untrusted like a Hub pull's: TorchScript and pickles are refused
+    unless the operator trusts remote models.
+    """
+    if not files:
+        return nothing(render.info(UPLOAD_HINT))
+    named = [(os.path.basename(str(path)), str(path)) for path in files]
+    label = "your upload (" + ", ".join(name for name, _ in named) + ")"
+
+    def produce() -> tuple[dict[str, Any], Source]:
+        progress(0.1, desc="Copying the files")
+        upload = uploads.store_upload(named, owner=request.session_hash if request is not None else None)
+        source = Source.from_upload(upload)
+        progress(0.3, desc="Loading model variants")
+        summary = get_model_summary(store.with_recipes(open_source(source))[0])
+        return summary, source
+
+    return _summarize(label, produce)
+
+
+def end_session(request: gr.Request) -> None:
+    """A browser session ended (its tab closed or reloaded): its uploads go at once."""
+    if request is not None and request.session_hash:
+        removed = uploads.discard_owner(request.session_hash)
+        if removed:
+            logger.info("session ended: %d upload(s) removed", removed)
 
 
 def guarded(handler: Callable[..., Result | None], *args: Any, **kwargs: Any) -> Result | None:

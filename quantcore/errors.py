@@ -93,3 +93,7 @@ class RecipeError(QuantcoreError, ValueError):
 
 class RunTimeoutError(QuantcoreError, TimeoutError):
     """Running a model went past the time limit of its request, and the run was cancelled."""
+
+
+class UploadError(QuantcoreError, ValueError):
+    """Uploaded files refused: a name or kind of file not taken, too many or too large, or no room left."""

@@ -19,6 +19,10 @@ the app overrides values from its command-line flags with ``configure()``.
 | QP_MAX_SAMPLES_MB             | 64                       | a samples.npz's arrays, once decompressed    |
 | QP_MAX_DATASET_MB             | 256                      | a test-set file, once decompressed and read  |
 | QP_MAX_UPLOAD_MB              | 20                       | largest file a visitor may upload            |
+| QP_MAX_UPLOAD_TOTAL_MB        | 64                       | most bytes of one session's uploaded files   |
+| QP_MAX_UPLOADS                | 16                       | uploaded folders kept at once (all sessions) |
+| QP_UPLOAD_TTL_S               | 3600                     | an unused uploaded folder is removed after   |
+| QP_UPLOADS_DIR                | ``<project>/uploads``    | where sessions' uploaded folders live        |
 | QP_HUB_MAX_FILES              | 32                       | most files one Hub pull takes from a folder  |
 | QP_HUB_MAX_TOTAL_MB           | 1024                     | most bytes one Hub pull downloads            |
 | QP_HUB_PULL_TIMEOUT_S         | 300                      | longest one Hub pull may take (all requests) |
@@ -80,6 +84,10 @@ class Settings:
     max_samples_bytes: int = 64 * MB
     max_dataset_bytes: int = 256 * MB
     max_upload_bytes: int = 20 * MB
+    max_upload_total_bytes: int = 64 * MB
+    max_uploads: int = 16
+    upload_ttl_s: float = 3600.0
+    uploads_root: Path = PROJECT_ROOT / "uploads"
     hub_max_files: int = 32
     hub_max_total_bytes: int = 1024 * MB
     hub_pull_timeout_s: float = 300.0
@@ -110,6 +118,10 @@ def _from_environment() -> Settings:
         max_samples_bytes=_env_bytes("QP_MAX_SAMPLES_MB", 64),
         max_dataset_bytes=_env_bytes("QP_MAX_DATASET_MB", 256),
         max_upload_bytes=_env_bytes("QP_MAX_UPLOAD_MB", 20),
+        max_upload_total_bytes=_env_bytes("QP_MAX_UPLOAD_TOTAL_MB", 64),
+        max_uploads=_env_int("QP_MAX_UPLOADS", 16),
+        upload_ttl_s=_env_float("QP_UPLOAD_TTL_S", 3600.0),
+        uploads_root=Path(os.environ.get("QP_UPLOADS_DIR", PROJECT_ROOT / "uploads")).resolve(),
         hub_max_files=_env_int("QP_HUB_MAX_FILES", 32),
         hub_max_total_bytes=_env_bytes("QP_HUB_MAX_TOTAL_MB", 1024),
         hub_pull_timeout_s=_env_float("QP_HUB_PULL_TIMEOUT_S", 300.0),
@@ -132,7 +144,8 @@ def current() -> Settings:
 def configure(**overrides: object) -> Settings:
     """Replace some settings for this process (e.g. from command-line flags)."""
     global _settings
-    if "models_root" in overrides:
-        overrides["models_root"] = Path(str(overrides["models_root"])).resolve()
+    for name in ("models_root", "uploads_root"):
+        if name in overrides:
+            overrides[name] = Path(str(overrides[name])).resolve()
     _settings = replace(_settings, **overrides)  # type: ignore[arg-type]
     return _settings

@@ -1,10 +1,11 @@
 """A loaded folder as a handle: what was loaded, named so it can be loaded again — never a server path.
 
-A ``Source`` is a folder under the models root, or a Hub repo pinned to the
-commit it resolved to. Pages keep one per browser session and API clients
-send one back (or a folder name, or a summary holding one); ``open_source``
-turns it into the loaded variants through the same cache every load uses, and
-re-checks it like any client input.
+A ``Source`` is a folder under the models root, a Hub repo pinned to the
+commit it resolved to, or a session's upload (named by its id and file names;
+it opens only for the session that made it). Pages keep one per browser
+session and API clients send one back (or a folder name, or a summary holding
+one); ``open_source`` turns it into the loaded variants through the same cache
+every load uses, and re-checks it like any client input.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from quantcore import paths
-from quantcore.errors import NothingLoadedError, PathNotAllowedError
+from quantcore import paths, settings
+from quantcore.errors import NothingLoadedError, PathNotAllowedError, UploadError
+from quantcore.load import uploads
 from quantcore.load.folder import ModelVariants, load_model_variants
 from quantcore.load.pulled import PulledVariants
 
@@ -23,6 +25,7 @@ from quantcore.load.pulled import PulledVariants
 class SourceKind(StrEnum):
     LOCAL = "local"
     HUB = "hub"
+    UPLOAD = "upload"
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class Source:
         folder: local: the folder relative to the models root (``""`` is the root).
         repo_id, commit, subfolder, revision: Hub: the repo, the commit it was
             pulled at, the folder in it, and the revision the user asked for.
+        upload, files: Upload: the upload's id and the names of its files (what the page shows).
         input: the page's input override, ``{"*" or key: {field: value}}``
             (``ModelVariants.with_input``), kept with the handle so every view feeds alike.
         recipes: names of the recipe variants this session made for the folder, shown by every view.
@@ -45,6 +49,8 @@ class Source:
     commit: str | None = None
     subfolder: str | None = None
     revision: str | None = None
+    upload: str | None = None
+    files: tuple[str, ...] = ()
     input: Mapping[str, Any] | None = None
     recipes: tuple[str, ...] = ()
 
@@ -70,9 +76,16 @@ class Source:
         return cls(SourceKind.HUB, repo_id=pulled.repo_id, commit=pulled.commit, subfolder=pulled.subfolder,
                    revision=pulled.revision_requested)  # fmt: skip
 
+    @classmethod
+    def from_upload(cls, upload: uploads.Upload) -> Source:
+        """The source of a session's upload."""
+        return cls(SourceKind.UPLOAD, upload=upload.id, files=upload.files)
+
     @property
     def label(self) -> str:
-        """How the page names it: the folder, or ``repo@commit/subfolder``."""
+        """How the page names it: the folder, ``repo@commit/subfolder``, or an upload's file names."""
+        if self.kind is SourceKind.UPLOAD:
+            return "your upload (" + ", ".join(self.files) + ")"
         if self.kind is SourceKind.HUB:
             return f"{self.repo_id}@{(self.commit or self.revision or 'main')[:10]}/{self.subfolder or ''}".rstrip("/")
         return self.folder or "the models folder"
@@ -82,6 +95,8 @@ class Source:
         if self.kind is SourceKind.HUB:
             shown = {"kind": str(self.kind), "repo_id": self.repo_id, "commit": self.commit,
                      "subfolder": self.subfolder, "revision": self.revision}  # fmt: skip
+        elif self.kind is SourceKind.UPLOAD:
+            shown = {"kind": str(self.kind), "upload": self.upload, "files": list(self.files)}
         else:
             shown = {"kind": str(self.kind), "folder": self.folder}
         shown = {**shown, "input": dict(self.input)} if self.input else shown
@@ -113,6 +128,8 @@ class Source:
     @classmethod
     def _from_dict(cls, value: dict[str, Any]) -> Source | None:
         override = _override(value.get("input"))
+        if value.get("kind") == SourceKind.UPLOAD or "upload" in value:
+            return cls._upload_from_dict(value, override)
         hub = value.get("hub") if isinstance(value.get("hub"), dict) else None
         if hub is None and value.get("kind") == SourceKind.HUB:
             hub = value
@@ -123,6 +140,19 @@ class Source:
         folder = value.get("folder")
         found = cls.from_client(folder) if folder is not None else None
         return found.with_input(override) if found is not None else None
+
+    @classmethod
+    def _upload_from_dict(cls, value: dict[str, Any], override: dict[str, Any] | None) -> Source:
+        upload, files = value.get("upload"), value.get("files", [])
+        if not uploads.is_upload_id(upload):
+            raise PathNotAllowedError("an upload source names its upload by the id the upload returned")
+        if not isinstance(files, list) or len(files) > uploads.MAX_FILES:
+            raise PathNotAllowedError("an upload source's files are a list of its file names")
+        try:
+            names = tuple(uploads.check_name(name) for name in files)
+        except UploadError as exc:
+            raise PathNotAllowedError(str(exc)) from None
+        return cls(SourceKind.UPLOAD, upload=upload, files=names, input=override)
 
 
 def _recipes(value: Any) -> tuple[str, ...]:
@@ -157,7 +187,8 @@ def open_source(source: Source | Any) -> ModelVariants:
 
     Raises:
         NothingLoadedError: nothing is named (nothing loaded yet).
-        PathNotAllowedError, ModelNotFoundError: a local folder outside the models root, or missing.
+        PathNotAllowedError, ModelNotFoundError: a local folder outside the models root, or missing;
+            an upload of another session, or one removed.
         HubError: as ``pull_model_variants`` (the pinned commit is served from the cache when it is there).
     """
     resolved = Source.from_client(source)
@@ -178,4 +209,8 @@ def _open(resolved: Source) -> ModelVariants:
         pulled = pull_model_variants(resolved.repo_id or "", revision=resolved.commit or resolved.revision,
                                      subfolder=resolved.subfolder)  # fmt: skip
         return load_model_variants(pulled)
+    if resolved.kind is SourceKind.UPLOAD:
+        # Another session's upload is refused as if it never was; a visitor's files are never trusted.
+        folder = uploads.upload_folder(resolved.upload, owner=uploads.current_requester())
+        return load_model_variants(folder, trusted=settings.current().trust_remote_models, confine_to=folder)
     return load_model_variants(paths.resolve_folder(resolved.folder))
