@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from quantcore.backends import INTEGER_KERNELS, kernel_ops, read_integer_graph
+from quantcore.backends import INTEGER_KERNELS, IntegerStep, IntTensor, kernel_ops, read_integer_graph
 from quantcore.integer import accumulate, accumulator_bound, quantize_multiplier, run_step
 from quantcore.integer.fixed_point import multiply_by_quantized_multiplier, signed_bits
 from tests.integer_models import LayerCase, build_case
@@ -112,6 +112,41 @@ def test_accumulator_and_bound(case: LayerCase) -> None:
         other = np.where(w >= 0, lo, hi)
         bottom = int((w * (other - step.inputs[0].zero_point)).sum() + (step.bias[0] if step.bias is not None else 0))
         assert max(abs(top), abs(bottom)) == bound[0]
+
+
+CONV_CASES = [c for c in CASES if "Conv" in c.form]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[c.id for c in CONV_CASES])
+def test_both_engines_sum_exactly(case: LayerCase) -> None:
+    """onnxruntime's float Conv and numpy's im2col give the very integers explicit loops give."""
+    model, x = build_case(case, seed=5)
+    step = read_integer_graph(model).layers[0]
+    direct = _direct_accumulator(case, step, x)
+    assert np.array_equal(accumulate(step, x, engine="numpy"), direct)
+    assert np.array_equal(accumulate(step, x, engine="onnxruntime"), direct)
+
+
+@pytest.mark.parametrize(
+    ("group", "dilation", "auto_pad", "spatial"),
+    [(4, 1, "NOTSET", 2), (1, 2, "NOTSET", 2), (1, 1, "SAME_UPPER", 2), (1, 1, "SAME_LOWER", 2),
+     (2, 1, "NOTSET", 1), (1, 1, "VALID", 1)],
+)  # fmt: skip
+def test_engines_agree_on_grouped_dilated_and_auto_padded_convs(group, dilation, auto_pad, spatial) -> None:
+    rng = np.random.default_rng(11)
+    kernel = (3,) * spatial
+    weight = rng.integers(-127, 128, (8, 8 // group, *kernel)).astype(np.int8)
+    step = IntegerStep(
+        "conv", "QLinearConv", "conv", (IntTensor("x", 0.1, 3, "uint8"),), IntTensor("y", 0.2, 0, "uint8"),
+        weight=weight, weight_scale=np.full(8, 0.01, np.float32), weight_zero_point=np.zeros(8, np.int8),
+        weight_dtype="int8", bias=rng.integers(-5000, 5000, 8).astype(np.int32),
+        attrs={"strides": [2] * spatial, "dilations": [dilation] * spatial, "group": group, "auto_pad": auto_pad,
+               "pads": [1] * (2 * spatial)},
+    )  # fmt: skip
+    x = rng.integers(0, 256, (3, 8, *([11] * spatial))).astype(np.uint8)
+    numpy_acc = accumulate(step, x, engine="numpy")
+    assert np.array_equal(accumulate(step, x, engine="onnxruntime"), numpy_acc)
+    assert np.abs(numpy_acc).max() > 2**14  # large sums: an inexact engine would round some of them
 
 
 def _tflite_quantize_multiplier(m: float) -> tuple[int, int]:

@@ -79,7 +79,10 @@ class _Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name="quantcore-run-watchdog", daemon=True)
                 self._thread.start()
-            self._wake.notify()
+            # Wake the thread only when this run ends first: it already sleeps until the earliest end, and
+            # waking it for every run (many short ones per request) costs more than the runs.
+            if self._heap[0][1] == number:
+                self._wake.notify()
             return number
 
     def unwatch(self, number: int) -> None:

@@ -1,20 +1,33 @@
 """Integer-only layer arithmetic in numpy: ``Σ (x - z_x)(w - z_w) + bias`` as an int64 accumulator.
 
-The sums run through BLAS in floating point, which is exact for integers as
-long as every partial sum stays below the format's integer limit: float32
-holds every integer up to 2**24, float64 up to 2**53. The worst-case
-accumulator bound (from the weights and the input type's range) picks the
-narrowest exact format per layer, so no sum is ever rounded.
+The sums run in floating point, which is exact for integers as long as every
+partial sum stays below the format's integer limit: float32 holds every
+integer up to 2**24, float64 up to 2**53. The worst-case accumulator bound
+(from the weights and the input type's range) picks the narrowest exact format
+per layer, so no sum is ever rounded, whatever order the sums are added in.
+
+Two engines compute those sums: numpy (im2col, then one BLAS matmul per group)
+and onnxruntime's float ``Conv`` on the zero-point-shifted values, several
+times faster here. Both are exact under the same bound, so they give the same
+integers (``tests/test_integer.py`` checks it); onnxruntime's is used for
+float32 convolutions, numpy for the rest.
 """
 
 from __future__ import annotations
+
+import weakref
+from typing import Any, Literal
 
 import numpy as np
 
 from quantcore.backends.layer import integer_limits
 from quantcore.backends.onnx_integer import IntegerStep
+from quantcore.errors import RunTimeoutError
 
 EXACT_FLOAT32 = 2**24
+Engine = Literal["auto", "numpy", "onnxruntime"]
+# One float Conv session per integer layer, built on first use and dropped with the layer.
+_CONV_SESSIONS: weakref.WeakKeyDictionary[IntegerStep, Any] = weakref.WeakKeyDictionary()
 
 
 def shifted_weight(step: IntegerStep) -> np.ndarray:
@@ -70,19 +83,23 @@ def conv_pads(step: IntegerStep, spatial_in: tuple[int, ...]) -> list[int]:
     return begins + ends
 
 
-def accumulate(step: IntegerStep, x: np.ndarray, bound: int | None = None) -> np.ndarray:
+def accumulate(step: IntegerStep, x: np.ndarray, bound: int | None = None, *, engine: Engine = "auto") -> np.ndarray:
     """The int64 accumulator of one layer for integer input ``x`` (NC[H[W]] for conv, (N, in) for dense).
 
     ``bound``: ``exact_sum_bound(step)`` when the caller has it (it picks float32 or float64).
+    ``engine``: what adds the products up ("auto": onnxruntime for float32 convolutions, else numpy).
 
     Raises:
         ValueError: the input's shape does not fit the layer.
     """
-    return np.rint(accumulate_exact(step, x, bound)).astype(np.int64)
+    return np.rint(accumulate_exact(step, x, bound, engine=engine)).astype(np.int64)
 
 
-def accumulate_exact(step: IntegerStep, x: np.ndarray, bound: int | None = None) -> np.ndarray:
-    """``accumulate`` as the float32/float64 array BLAS made: every value an exact integer, bias included.
+def accumulate_exact(
+    step: IntegerStep, x: np.ndarray, bound: int | None = None, *, engine: Engine = "auto"
+) -> np.ndarray:
+    """``accumulate`` as the float32/float64 array the sums were made in: every value an exact integer, bias
+    included.
 
     Raises:
         ValueError: the input's shape does not fit the layer.
@@ -101,9 +118,58 @@ def accumulate_exact(step: IntegerStep, x: np.ndarray, bound: int | None = None)
         acc = flat @ w.T
         acc += bias.astype(exact)
         return acc
+    if engine == "onnxruntime" or (engine == "auto" and exact is np.float32):
+        return _conv_onnxruntime(step, shifted, w, bias)
     acc = _conv(step, shifted, w)
     acc += bias.astype(exact).reshape(1, -1, *([1] * (acc.ndim - 2)))
     return acc
+
+
+def _conv_onnxruntime(step: IntegerStep, x: np.ndarray, w: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The convolution (bias added) by onnxruntime's float32 ``Conv``: exact under the float32 bound.
+
+    Raises:
+        ValueError: the values need float64 (onnxruntime's CPU Conv is float32 only), or do not fit the layer.
+    """
+    from quantcore.backends.ort import run_session
+
+    if x.dtype != np.float32:
+        raise ValueError(f"{step.name}: onnxruntime's Conv sums float32 exactly only; these need float64")
+    if x.ndim != w.ndim or x.shape[1] != w.shape[1] * step.attrs["group"]:
+        raise ValueError(f"{step.name}: a {x.ndim}-D input of {x.shape[1]} channels for weights {w.shape}")
+    session = _CONV_SESSIONS.get(step)
+    if session is None:
+        session = _CONV_SESSIONS[step] = _conv_session(step, w.astype(np.float32), bias.astype(np.float32))
+    try:
+        return run_session(session, None, {"x": np.ascontiguousarray(x)})[0]
+    except RunTimeoutError:
+        raise
+    except Exception as exc:  # onnxruntime's own errors are untyped; the shape is what a caller can fix
+        raise ValueError(f"{step.name}: onnxruntime's Conv refused the input {x.shape}: {exc}") from exc
+
+
+def _conv_session(step: IntegerStep, w: np.ndarray, bias: np.ndarray) -> Any:
+    """A one-node float graph: ``Conv(x, w - z_w, bias)`` with the layer's attributes."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from quantcore import settings
+    from quantcore.backends.ort import make_session
+
+    attrs = {k: step.attrs[k] for k in ("strides", "dilations", "group")}
+    auto = step.attrs.get("auto_pad", "NOTSET")
+    attrs["auto_pad"] = auto
+    if auto == "NOTSET":
+        attrs["pads"] = list(step.attrs["pads"])
+    node = helper.make_node("Conv", ["x", "w", "b"], ["acc"], kernel_shape=list(w.shape[2:]), **attrs)
+    shape = [None, int(w.shape[1] * attrs["group"]), *([None] * (w.ndim - 2))]
+    graph = helper.make_graph(
+        [node], "accumulator", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("acc", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias, "b")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return make_session(model, settings.current().threads)
 
 
 def _conv(step: IntegerStep, x: np.ndarray, w: np.ndarray) -> np.ndarray:
