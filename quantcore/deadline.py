@@ -84,6 +84,11 @@ def current_deadline() -> Deadline:
     return Deadline(time.monotonic() + limit, limit)
 
 
+def scope_deadline() -> Deadline | None:
+    """The deadline of the request in force, or None outside any scope (a script's own work)."""
+    return _SCOPE.get()
+
+
 def check_deadline() -> None:
     """Raise ``RunTimeoutError`` if the scope in force has run out of time (no-op outside a scope).
 

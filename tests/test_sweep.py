@@ -15,6 +15,7 @@ from onnx import numpy_helper
 import quantcore
 from quantcore.__main__ import main
 from quantcore.data import datasets
+from quantcore.errors import RecipeError
 from quantcore.quantize import Recipe, calibration_runs, clear_calibration_cache, make_recipe, weighted_nodes
 from quantcore.quantize.executors import InProcess, LocalPool, RayCluster, disconnect_ray
 from quantcore.quantize.sweep import keep_worst_in_float, sensitivity_sweep
@@ -129,3 +130,37 @@ def test_sweep_cli_ranks_and_keeps_the_worst_in_float(folder: Path, tmp_path: Pa
     assert (out / "cli-worst1-float" / "recipe.json").is_file()
     assert main(["sweep", str(folder), "--keep-worst", "1"]) == 2
     assert "give -o DIR" in capsys.readouterr().err
+
+
+def _slow_job(shared: dict, job: dict) -> dict:
+    import time
+
+    if job.get("fail"):
+        raise RecipeError(f"job {job['n']} refused")
+    time.sleep(shared["sleep"])
+    return {"n": job["n"], "pid": __import__("os").getpid(), "seen": shared["token"]}
+
+
+def test_the_kept_pool_reads_each_sweeps_shared_data_and_keeps_the_requests_deadline() -> None:
+    import os
+    import time
+
+    from quantcore.deadline import run_deadline
+    from quantcore.errors import RunTimeoutError
+
+    pool = LocalPool(2)
+    first = pool.run(_slow_job, {"sleep": 0.0, "token": "a"}, [{"n": i} for i in range(6)])
+    second = pool.run(_slow_job, {"sleep": 0.0, "token": "b"}, [{"n": i} for i in range(6)])
+    assert [r["n"] for r in first] == list(range(6)) and {r["seen"] for r in first} == {"a"}
+    assert {r["seen"] for r in second} == {"b"}, "a new sweep's shared data replaces the last one's"
+    workers = {r["pid"] for r in first + second}
+    assert os.getpid() not in workers and len(workers) <= 2, "the same two worker processes serve both sweeps"
+
+    with pytest.raises(RecipeError, match="job 3 refused"):
+        pool.run(_slow_job, {"sleep": 0.0, "token": "c"}, [{"n": i, "fail": i == 3} for i in range(6)])
+
+    started = time.monotonic()
+    with run_deadline(1.0), pytest.raises(RunTimeoutError, match="QP_RUN_TIMEOUT_S"):
+        pool.run(_slow_job, {"sleep": 0.4, "token": "d"}, [{"n": i} for i in range(40)])
+    assert time.monotonic() - started < 4, "the jobs not started were dropped, not run"
+    assert len(pool.run(_slow_job, {"sleep": 0.0, "token": "e"}, [{"n": 0}])) == 1, "the pool serves again"
