@@ -59,8 +59,6 @@ def _summarize(label: str, produce: Callable[[], tuple[dict[str, Any], Source]])
         return nothing(render.error_status(exc, what=label))
     summary = {**summary, "source": source.as_dict()}  # the handle API clients send back to the views
     shown = render.display_summary(summary, root=models_root())
-    if source.upload is not None:  # an upload is named by its files, never by where the server keeps them
-        shown["folder"] = source.label
     return shown, render.loaded_status(summary, source=label)
 
 

@@ -167,8 +167,8 @@ def _valid_json(value: Any) -> Any:
 
 
 def display_summary(summary: dict[str, Any], *, root: Path) -> dict[str, Any]:
-    """The summary as shown: the folder relative to the models root (or named by its Hub repo), so
-    server paths stay private.
+    """The summary as shown: the folder relative to the models root (or named by its Hub repo, or an
+    upload by its file names), so server paths stay private.
 
     Every string is made valid UTF-8: a folder or file name that is not would
     otherwise fail the whole response.
@@ -176,7 +176,11 @@ def display_summary(summary: dict[str, Any], *, root: Path) -> dict[str, Any]:
     shown = dict(summary)
     folder = summary.get("folder")
     hub = summary.get("hub")
-    if isinstance(hub, dict) and hub.get("repo_id"):  # a snapshot in the server's Hub cache: name it by repo
+    source = summary.get("source")
+    if isinstance(source, dict) and source.get("kind") == "upload":  # a visitor's upload: named by its files
+        files = source.get("files")
+        shown["folder"] = "your upload (" + ", ".join(map(str, files if isinstance(files, list) else [])) + ")"
+    elif isinstance(hub, dict) and hub.get("repo_id"):  # a snapshot in the server's Hub cache: name it by repo
         commit = str(hub.get("commit") or "")[:10]
         shown["folder"] = f"{hub['repo_id']}@{commit}/{hub.get('subfolder') or ''}".rstrip("/")
     elif isinstance(folder, str):

@@ -40,8 +40,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         settings.configure(**before.__dict__)
 
 
-def _client(server: Server) -> Client:
-    return Client(server.url, verbose=False, download_files=False)
+def _client(server: Server, downloads: Path | None = None) -> Client:
+    if downloads is None:
+        return Client(server.url, verbose=False, download_files=False)
+    return Client(server.url, verbose=False, download_files=str(downloads))
 
 
 def _upload(client: Client, paths: list[Path]) -> tuple[dict | None, str]:
@@ -53,8 +55,8 @@ def _folders() -> list[str]:
     return sorted(os.listdir(root)) if root.is_dir() else []
 
 
-def test_three_files_load_as_an_untrusted_folder_named_by_its_files(server: Server) -> None:
-    client = _client(server)
+def test_three_files_load_as_an_untrusted_folder_named_by_its_files(server: Server, tmp_path: Path) -> None:
+    client = _client(server, tmp_path)
     summary, status = _upload(client, [BUNDLED_FOLDER / n for n in THREE])
     assert status.startswith(ICONS[Kind.WARNING]), status  # the TorchScript file is refused, the ONNX ones load
     assert "your upload \\(resnet8\\.onnx, resnet8\\_int8\\.onnx, resnet8\\_int8\\.pt\\)" in status
@@ -70,8 +72,12 @@ def test_three_files_load_as_an_untrusted_folder_named_by_its_files(server: Serv
     mine = client.predict(source, "", api_name="/layers")
     local = client.predict("onnx_pair", "", api_name="/layers")
     assert mine["layers"] and (mine["layers"], mine["rows"]) == (local["layers"], local["rows"])
+    files, said = client.predict(source, api_name="/report")
+    assert files and said.startswith(ICONS[Kind.SUCCESS]), said
+    report = Path(next(f for f in files if f.endswith(".html"))).read_text(encoding="utf-8")
+    assert "your upload (resnet8.onnx" in report
     served = str(settings.current().uploads_root.resolve())
-    assert served not in json.dumps([summary, status, mine]), "a server path reached the client"
+    assert served not in json.dumps([summary, status, mine, said]) + report, "a server path reached the client"
     client.close()
 
 
