@@ -49,6 +49,8 @@ def make_report(source: Any) -> Report:
     variants = variants_for(resolved)
     summary = render.display_summary({**get_model_summary(variants), "source": resolved.as_dict()},
                                      root=models_root())  # fmt: skip
+    if resolved.upload is not None:  # as the page names it: by its files, never where the server keeps them
+        summary["folder"] = resolved.label
     status = render.loaded_status(summary, source=resolved.label).markdown
     return computed_report(variants, summary=summary, status=status)
 

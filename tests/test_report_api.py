@@ -70,3 +70,33 @@ def test_report_endpoint_is_named_and_the_page_event_is_not(client: Client) -> N
     assert [p["parameter_name"] for p in named["/report"]["parameters"]] == ["source"]
     assert len(named["/report"]["returns"]) == 2
     assert not {"/page_report", "/page_report_clear"} & set(named)
+
+
+def test_an_upload_is_reported_by_its_file_names_to_its_session_only(tmp_path: Path) -> None:
+    from gradio_client import handle_file
+
+    from quantcore import settings
+    from quantcore.load import uploads
+    from tests.app_server import BUNDLED_FOLDER, served_app
+
+    (tmp_path / "models").mkdir()
+    before = settings.current()
+    settings.configure(uploads_root=tmp_path / "uploads")
+    try:
+        with served_app(tmp_path / "models") as server:
+            owner = Client(server.url, verbose=False, download_files=str(tmp_path / "downloads"))
+            other = Client(server.url, verbose=False, download_files=str(tmp_path / "elsewhere"))
+            names = ["resnet8.onnx", "resnet8_int8.onnx"]
+            summary, _ = owner.predict([handle_file(str(BUNDLED_FOLDER / n)) for n in names], api_name="/upload_files")
+            files, status = owner.predict(summary["source"], api_name="/report")
+            stolen, refused = other.predict(summary["source"], api_name="/report")
+    finally:
+        uploads.clear()
+        settings.configure(**before.__dict__)
+    html_file = next(f for f in files if f.endswith(".html"))
+    text = Path(html_file).read_text(encoding="utf-8")
+    assert status.startswith("✔") and "your upload (resnet8.onnx, resnet8_int8.onnx)" in text
+    assert str((tmp_path / "uploads").resolve()) not in text and str(tmp_path) not in text
+    assert [r["variant"] for r in records(parse(text).tables["overview/variants"]) if r["status"] == "loaded"] == [
+        "onnx_float", "onnx_int8"]  # fmt: skip
+    assert stolen is None and refused.startswith("✖")
