@@ -201,6 +201,21 @@ def test_only_views_computed_so_far_are_reported() -> None:
     assert [s.key for s in computed_report(variants).sections] == ["layers", "weights"]
 
 
+def test_a_computed_integer_view_is_reported_as_the_core_makes_it() -> None:
+    from quantcore.integer.view import cached_integer_view
+    from quantcore.report import integer_tables
+
+    results_cache.cache_clear()
+    variants = load_model_variants(BUNDLED)
+    integer = cached_integer_view(variants, images=8)
+    report = computed_report(variants)
+    assert [s.key for s in report.sections] == ["integer_8"]
+    shown = records(parse(report_html(report)).tables["integer_8/layers"])
+    assert shown == [{k: NOT_THERE if v is None else str(v) for k, v in row.items()}
+                     for row in integer_tables.layer_rows(integer)]  # fmt: skip
+    assert len(report.sections[0].figures) == 2
+
+
 def test_status_markdown_is_escaped() -> None:
     shown = markdown_html("✔ **Loaded 5 of 5 from a\\_b &lt;script&gt;**\n\n- onnx_int8: **ok** <img src=x>")
     assert "<script>" not in shown and "<img" not in shown

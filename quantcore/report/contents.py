@@ -31,8 +31,9 @@ from quantcore.evaluate.speed import DEFAULT_RUNS
 from quantcore.inspect.drift import DEFAULT_BATCH_SIZE, DEFAULT_IMAGES, DriftReport, cached_layer_drift
 from quantcore.inspect.layer_table import LayerTable, layer_table
 from quantcore.inspect.weights import compare_weights
+from quantcore.integer.view import IntegerReport, cached_integer_view
 from quantcore.load import ModelVariants, get_model_summary, results_cache
-from quantcore.report import figures, quantize_tables, tables
+from quantcore.report import figures, integer_figures, integer_tables, quantize_tables, tables
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -232,6 +233,17 @@ def scorecard_section(card: Scorecard) -> Section:
     )  # fmt: skip
 
 
+def integer_section(report: IntegerReport) -> Section:
+    """The Integer tab: every quantized conv/dense layer as an integer kernel sees it, checked on the samples."""
+    notes = [f"{r.variant}: fixed-point integer network — {integer_tables.network_text(r.network_fixed)}"
+             for r in report.variants]  # fmt: skip
+    notes.append(f"{report.images} images from {report.source}.")
+    shown = bool(report.variants)
+    plots = (integer_figures.accumulator_figure(report), integer_figures.saturation_figure(report)) if shown else ()
+    return Section(f"integer_{report.images}", f"Integer layers ({report.images} images)", (*notes, *report.notes),
+                   plots, (Table("layers", "Integer layers", integer_tables.layer_rows(report)),))  # fmt: skip
+
+
 def recipes_section(variants: ModelVariants) -> Section | None:
     """The Quantize tab's board: every recipe variant made and scored for this folder (None without any)."""
     from quantcore.load import RecipeKey
@@ -251,7 +263,7 @@ def recipes_section(variants: ModelVariants) -> Section | None:
 
 
 _KEYS = {"Layers": "layers", "Weights": "weights", "Per-layer error": "layer_error", "Predictions": "predictions",
-         "Accuracy and speed": "scorecard", "Recipe variants": "recipes"}  # fmt: skip
+         "Accuracy and speed": "scorecard", "Recipe variants": "recipes", "Integer layers": "integer"}  # fmt: skip
 
 
 def _guarded(title: str, make: Callable[[], Section | None]) -> Section | None:
@@ -268,7 +280,7 @@ def _guarded(title: str, make: Callable[[], Section | None]) -> Section | None:
 
 
 # Findings first (where quantization loses, what it costs), the reading of every layer after.
-ORDER = ("layer_error", "scorecard", "predictions", "recipes", "layers", "weights")
+ORDER = ("layer_error", "scorecard", "predictions", "recipes", "integer", "layers", "weights")
 
 
 def _order(section: Section) -> int:
@@ -334,6 +346,9 @@ def computed_report(
             for sample_set in sample_sets:
                 sections.append(_guarded("Accuracy and speed", lambda s=sample_set: scorecard_section(
                     build_scorecard(variants, s, inputs.spec, runs=runs))))  # fmt: skip
+    for (images,) in dict.fromkeys(s for s in views.get("integer", []) if isinstance(s, tuple) and len(s) == 1):
+        sections.append(_guarded("Integer layers", lambda i=images: integer_section(
+            cached_integer_view(variants, images=i))))  # fmt: skip
     sections.append(_guarded("Recipe variants", lambda: recipes_section(variants)))
     when = created or dt.datetime.now(dt.UTC)
     return Report(
