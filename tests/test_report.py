@@ -247,3 +247,21 @@ def test_cli_writes_the_report(report: Report, tmp_path: Path) -> None:
 def test_cli_refuses_a_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(tmp_path / "nowhere"), "-o", str(tmp_path / "r.html")]) == 2
     assert "error:" in capsys.readouterr().err and not (tmp_path / "r.html").exists()
+
+
+def test_a_scorecard_on_a_full_test_set_is_reported_on_that_set(variant_folder: Path) -> None:
+    from quantcore.evaluate.inputs import input_spec, load_test_set
+    from quantcore.evaluate.scorecard import build_scorecard
+    from tests.test_scorecard import write_fashion_test_set
+
+    _, labels = write_fashion_test_set(variant_folder.parent / "data" / "fashion")
+    results_cache.cache_clear()
+    variants = load_model_variants(variant_folder)
+    spec = input_spec(variants)
+    card = build_scorecard(variants, load_test_set("data/fashion", spec), spec, runs=1)
+    report = computed_report(load_model_variants(variant_folder))
+    section = next(s for s in report.sections if s.key == "scorecard_test_set")
+    assert section.title == f"Accuracy and speed on {card.source}" and card.images == len(labels)
+    shown = {r["variant"]: r["correct"] for r in section.tables[0].rows}
+    assert shown == {str(s.variant): s.correct for s in card.scores} and len(shown) == 5
+    assert "predictions" not in [s.key for s in report.sections]  # the tiny folder has no samples.npz
