@@ -10,9 +10,9 @@
     and ``quantize_static`` with the same options and images, then ``session.run`` of the float and the
     quantized model on the 256 images (output SQNR) and of the quantized model on the 1,000 samples.
     Target: ours <= 1.3x plain.
-(b) A second recipe changing only weight options (per-tensor instead of per-channel weights), after (a)'s: its calibration
-    ranges are reused. Target: making it >= 3x faster than making the first; the same stages as (a) end
-    to end are printed beside it.
+(b) A second recipe changing only weight options (per-tensor instead of per-channel weights), after
+    (a)'s: its calibration ranges are reused. Target: making it >= 3x faster than making the first;
+    the same stages as (a) end to end are printed beside it.
 (c) The sensitivity sweep of the recipe (ten weighted layers: 21 recipes, each made and run on 256
     images) on a local pool of 1 and of 2 worker processes, and on a real local Ray head with 1 and with
     2 CPUs (started here on 127.0.0.1). Target: 2 workers >= 1.6x faster than 1, on each.
