@@ -16,6 +16,7 @@ import gradio as gr
 
 from gradio_app import build_demo, launch_options
 from quantcore import settings
+from quantcore.warmup import start_warmup
 
 logger = logging.getLogger("quantization_playground")
 
@@ -79,6 +80,8 @@ def launch(app: gr.Blocks, args: argparse.Namespace) -> None:
     )  # fmt: skip
     if args.share and not app.share_url:
         logger.warning("No share link could be created (offline?); serving locally at %s only", app.local_url)
+    if settings.current().warmup:
+        start_warmup()  # after the page serves: startup is not delayed, the first load is not slowed
     app.block_thread()
 
 

@@ -30,6 +30,7 @@ the app overrides values from its command-line flags with ``configure()``.
 | QP_RAY_ADDRESS                | unset                    | run sensitivity sweeps on this Ray cluster   |
 | QP_SWEEP_WORKERS              | 0 (one per core)         | local sweep processes (one ORT thread each)  |
 | QP_RUN_TIMEOUT_S              | 60                       | longest a request may run models (cancelled) |
+| QP_WARMUP                     | 1                        | warm torch/onnxruntime once the page serves  |
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class Settings:
     run_timeout_s: float = 60.0
     ray_address: str | None = None
     sweep_workers: int = 0  # 0: one per core
+    warmup: bool = True
 
     @property
     def data_roots(self) -> tuple[Path, ...]:
@@ -130,6 +132,7 @@ def _from_environment() -> Settings:
         run_timeout_s=max(0.05, _env_float("QP_RUN_TIMEOUT_S", 60.0)),
         ray_address=os.environ.get("QP_RAY_ADDRESS") or None,
         sweep_workers=_env_int("QP_SWEEP_WORKERS", 0),
+        warmup=_env_int("QP_WARMUP", 1, minimum=0) != 0,
     )
 
 

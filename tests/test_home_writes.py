@@ -9,9 +9,11 @@ from pathlib import Path
 
 from quantcore.settings import PROJECT_ROOT
 
-# Loads the bundled folder and runs every variant once (onnxruntime sessions, torch modules).
+# Warms the runtimes as app.py does, loads the bundled folder and runs every variant once.
 SCRIPT = """
 import quantcore
+from quantcore.warmup import warm_runtimes
+warm_runtimes()
 from quantcore.evaluate import folder_samples, input_spec
 variants = quantcore.load_model_variants("models/resnet8")
 spec = input_spec(variants)
