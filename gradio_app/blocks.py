@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 from gradio_app import handlers, input_panel, overview, render, report, uploads
-from gradio_app.common import FOLDER_EVENTS, HUB_EVENTS, PRIVATE, Page
+from gradio_app.common import FOLDER_EVENTS, HUB_EVENTS, PRIVATE, Page, gate_heavy_events
 from gradio_app.explorer import ConfinedFileExplorer
 from gradio_app.tabs import integer, layer_error, layers, predictions, quantize, scorecard, weights
 from quantcore import settings
@@ -221,4 +221,5 @@ def build_demo() -> gr.Blocks:
         _wire_hub(hub, results)
         _wire_uploads(files, results, demo)
         _wire_api(hub, results)
+    gate_heavy_events(demo)  # every HEAVY_EVENTS event waits for a fair, bounded slot first
     return demo

@@ -8,22 +8,33 @@ wrapped with ``api``: quantcore's and input errors become ``{"error": ...}``
 saying why, anything else is logged and answered without its details. Both
 wrappers give the request its deadline (``QP_RUN_TIMEOUT_S``): a model still
 running when it passes is cancelled and the request answers "stopped after …".
+
+Every event wired with ``HEAVY_EVENTS`` first takes a slot of quantcore's
+``HeavyGate`` (``gate_heavy_events`` wraps them all once the app is built): a
+few at once for the whole process, served round robin between sessions; while
+one waits, its place in line and an ETA show as its progress. Inside ``api`` and
+``on_failure`` the slot is taken within the wrapper, so a refusal is answered
+like any other failure; its deadline starts once the slot is held.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import gradio as gr
+from gradio.context import LocalContext
 
 from gradio_app import render
 from quantcore import QuantcoreError, Source, open_source
 from quantcore.deadline import run_deadline
-from quantcore.errors import NothingLoadedError
+from quantcore.errors import NothingLoadedError, ServerBusyError
+from quantcore.heavy import heavy_gate
 from quantcore.load import ModelVariants
 from quantcore.quantize import store
 
@@ -35,13 +46,19 @@ NOTHING_LOADED = "Load a folder (or pull a Hub repo) above to inspect and compar
 SERVER_FAULT = "something went wrong on the server; the server log has the details"
 # Several users at once: up to this many folder loads run side by side (the same folder asked for
 # twice still loads once), and fewer Hub pulls, which wait on the network, so they cannot hold up
-# local folders. Views that read what is loaded are quick; runs over many images keep both cores
-# busy, so one at a time. Set per event rather than with demo.queue(), which would build the app again.
+# local folders. Views that read what is loaded are quick. Runs over many images keep both cores
+# busy: Gradio hands up to HEAVY_ADMITTED of them to their handlers, where quantcore's HeavyGate runs
+# QP_HEAVY_SLOTS at a time, fairly between sessions (Gradio's own queue is first come, first served);
+# past that, Gradio's queue shows their place. Each group is its own queue, so light requests never wait
+# behind heavy ones. Set per event rather than with demo.queue(), which would build the app again.
+HEAVY_ADMITTED = 8
 FOLDER_EVENTS: dict[str, Any] = {"concurrency_id": "folder", "concurrency_limit": 4}
 HUB_EVENTS: dict[str, Any] = {"concurrency_id": "hub", "concurrency_limit": 2}
 VIEW_EVENTS: dict[str, Any] = {"concurrency_id": "inspect", "concurrency_limit": 4}
-HEAVY_EVENTS: dict[str, Any] = {"concurrency_id": "layer_error", "concurrency_limit": 1}
+HEAVY_EVENTS: dict[str, Any] = {"concurrency_id": "heavy", "concurrency_limit": HEAVY_ADMITTED}
 PRIVATE: dict[str, Any] = {"api_visibility": "private"}
+# The kind of heavy run the event in progress is, until a wrapper below takes its slot (then None).
+_HEAVY_KIND: ContextVar[str | None] = ContextVar("qp_heavy_kind", default=None)
 
 
 @dataclass(frozen=True)
@@ -84,6 +101,56 @@ def failure(exc: BaseException, what: str) -> str:
     return render.error_status(exc, what=what).markdown
 
 
+def waiting_text(ahead: int, eta: float | None) -> str:
+    """What a heavy request waiting for its slot shows: its place in line and, when known, an ETA."""
+    place = "next in line" if ahead == 0 else f"{ahead} run{'s' if ahead > 1 else ''} ahead of yours"
+    when = "" if eta is None else f", starting in about {max(1, round(eta))} s"
+    return f"Waiting for a free slot for heavy runs: {place}{when}"
+
+
+def _owner() -> Hashable:
+    """Who the request is from: its Gradio session (a browser tab, a gradio_client); else a one-off owner."""
+    request = LocalContext.request.get(None)  # set by Gradio around every event's handler
+    session = getattr(request, "session_hash", None)
+    return session if session else object()
+
+
+@contextmanager
+def heavy_slot(kind: str) -> Iterator[None]:
+    """Hold a slot of the heavy-work gate for the block; while waiting, show the place in line as progress.
+
+    Raises:
+        ServerBusyError: the session has its share of heavy runs already, or no slot came in time.
+    """
+    progress = gr.Progress()  # reaches the request's progress bar from here (Gradio's event context)
+
+    def told(ahead: int, eta: float | None) -> None:
+        progress(0.0, desc=waiting_text(ahead, eta))
+
+    with heavy_gate().slot(_owner(), kind, on_wait=told):
+        yield
+
+
+@contextmanager
+def request_scope() -> Iterator[None]:
+    """What every handler runs in: a heavy event's slot (when it is one, and not taken yet), then the deadline.
+
+    Raises:
+        ServerBusyError: a heavy event's slot was refused (``heavy_slot``).
+    """
+    kind = _HEAVY_KIND.get()
+    if kind is None:
+        with run_deadline():
+            yield
+        return
+    token = _HEAVY_KIND.set(None)  # a wrapper called inside this one must not queue again
+    try:
+        with heavy_slot(kind), run_deadline():
+            yield
+    finally:
+        _HEAVY_KIND.reset(token)
+
+
 def on_failure(what: str, fallback: Callable[[str], T]) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """A page handler that never raises: a failure becomes ``fallback(note Markdown)``."""
 
@@ -91,11 +158,12 @@ def on_failure(what: str, fallback: Callable[[str], T]) -> Callable[[Callable[..
         @functools.wraps(handler)  # keeps the signature: Gradio injects Progress/SelectData by it
         def run(*args: Any, **kwargs: Any) -> T:
             try:
-                with run_deadline():
+                with request_scope():
                     return handler(*args, **kwargs)
             except Exception as exc:  # shown in the note: a handler never raises
                 return fallback(failure(exc, what))
 
+        run.takes_heavy_slot = True  # type: ignore[attr-defined]
         return run
 
     return wrap
@@ -107,7 +175,7 @@ def api(handler: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]
     @functools.wraps(handler)
     def run(*args: Any, **kwargs: Any) -> dict[str, Any]:
         try:
-            with run_deadline():
+            with request_scope():
                 return handler(*args, **kwargs)
         except NothingLoadedError:
             return {"error": NOTHING_LOADED}
@@ -117,7 +185,48 @@ def api(handler: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]
             logger.exception("unexpected failure in %s", handler.__name__)
             return {"error": SERVER_FAULT}
 
+    run.takes_heavy_slot = True  # type: ignore[attr-defined]
     return run
+
+
+def _gated(handler: Callable[..., Any], kind: str) -> Callable[..., Any]:
+    """``handler`` run as heavy work of ``kind``: ``api``/``on_failure`` take the slot inside (and answer a
+    refusal as they answer failures); any other handler takes it here, a refusal becoming a Gradio error."""
+    inner = getattr(handler, "takes_heavy_slot", False)
+
+    @functools.wraps(handler)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        token = _HEAVY_KIND.set(kind)
+        try:
+            if inner:
+                return handler(*args, **kwargs)
+            try:
+                with request_scope():
+                    return handler(*args, **kwargs)
+            except ServerBusyError as exc:
+                raise gr.Error(str(exc)) from None
+        finally:
+            _HEAVY_KIND.reset(token)
+
+    run.heavy_kind = kind  # type: ignore[attr-defined]
+    return run
+
+
+def gate_heavy_events(demo: gr.Blocks) -> list[str]:
+    """Make every event of ``demo`` wired with ``HEAVY_EVENTS`` wait for a heavy slot first (once each).
+
+    Returns:
+        The kinds gated (an endpoint's name, a page event's without ``page_``).
+    """
+    kinds = []
+    for block_fn in demo.fns.values():
+        if block_fn.concurrency_id != HEAVY_EVENTS["concurrency_id"] or block_fn.fn is None:
+            continue
+        if getattr(block_fn.fn, "heavy_kind", None) is None:
+            kind = str(block_fn.api_name or block_fn.name).removeprefix("page_")
+            block_fn.fn = _gated(block_fn.fn, kind)
+        kinds.append(block_fn.fn.heavy_kind)
+    return kinds
 
 
 def progress_reporter(progress: gr.Progress) -> Callable[[float, str], None]:

@@ -21,6 +21,7 @@ from quantcore.errors import (
     PathNotAllowedError,
     QuantcoreError,
     RunTimeoutError,
+    ServerBusyError,
 )
 
 MAX_SHOWN_CHARS = 300
@@ -114,6 +115,8 @@ def error_status(exc: BaseException, *, what: str) -> Status:
         title = f"Cannot pull {subject}"
     elif isinstance(exc, RunTimeoutError):
         title = f"Stopped: {subject}"
+    elif isinstance(exc, ServerBusyError):
+        title = f"Not started: {subject}"
     elif isinstance(exc, QuantcoreError):
         title = f"Cannot load {subject}"
     else:

@@ -97,3 +97,7 @@ class RunTimeoutError(QuantcoreError, TimeoutError):
 
 class UploadError(QuantcoreError, ValueError):
     """Uploaded files refused: a name or kind of file not taken, too many or too large, or no room left."""
+
+
+class ServerBusyError(QuantcoreError, RuntimeError):
+    """Heavy work refused for now: the user already has their share of it queued, or no slot came free in time."""

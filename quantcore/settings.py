@@ -31,6 +31,9 @@ the app overrides values from its command-line flags with ``configure()``.
 | QP_SWEEP_WORKERS              | 0 (one per core)         | local sweep processes (one ORT thread each)  |
 | QP_RUN_TIMEOUT_S              | 60                       | longest a request may run models (cancelled) |
 | QP_WARMUP                     | 1                        | warm torch/onnxruntime once the page serves  |
+| QP_HEAVY_SLOTS                | 1                        | heavy views (runs over many images) at once  |
+| QP_HEAVY_PER_USER             | 3                        | heavy runs one user may have running/waiting |
+| QP_HEAVY_WAIT_S               | 600                      | longest a heavy run waits for its slot       |
 """
 
 from __future__ import annotations
@@ -97,6 +100,9 @@ class Settings:
     ray_address: str | None = None
     sweep_workers: int = 0  # 0: one per core
     warmup: bool = True
+    heavy_slots: int = 1
+    heavy_per_user: int = 3
+    heavy_wait_s: float = 600.0
 
     @property
     def data_roots(self) -> tuple[Path, ...]:
@@ -133,6 +139,9 @@ def _from_environment() -> Settings:
         ray_address=os.environ.get("QP_RAY_ADDRESS") or None,
         sweep_workers=_env_int("QP_SWEEP_WORKERS", 0),
         warmup=_env_int("QP_WARMUP", 1, minimum=0) != 0,
+        heavy_slots=_env_int("QP_HEAVY_SLOTS", 1),
+        heavy_per_user=_env_int("QP_HEAVY_PER_USER", 3),
+        heavy_wait_s=_env_float("QP_HEAVY_WAIT_S", 600.0),
     )
 
 
