@@ -34,6 +34,7 @@ the app overrides values from its command-line flags with ``configure()``.
 | QP_HEAVY_SLOTS                | 1                        | heavy views (runs over many images) at once  |
 | QP_HEAVY_PER_USER             | 3                        | heavy runs one user may have running/waiting |
 | QP_HEAVY_WAIT_S               | 600                      | longest a heavy run waits for its slot       |
+| QP_CACHE_MB                   | 2048                     | loaded folders kept, by their model files' bytes (LRU) |
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class Settings:
     heavy_slots: int = 1
     heavy_per_user: int = 3
     heavy_wait_s: float = 600.0
+    cache_bytes: int = 2048 * MB
 
     @property
     def data_roots(self) -> tuple[Path, ...]:
@@ -142,6 +144,7 @@ def _from_environment() -> Settings:
         heavy_slots=_env_int("QP_HEAVY_SLOTS", 1),
         heavy_per_user=_env_int("QP_HEAVY_PER_USER", 3),
         heavy_wait_s=_env_float("QP_HEAVY_WAIT_S", 600.0),
+        cache_bytes=_env_bytes("QP_CACHE_MB", 2048),
     )
 
 

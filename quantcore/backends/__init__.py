@@ -108,6 +108,13 @@ def integer_graph_for(model: Any) -> IntegerGraph | None:
     return None
 
 
+def forget_models(models: list[Any]) -> int:
+    """Drop the cached runners (sessions, tapped graphs) of ``models``: they were let go, so their memory
+    must be too (the folder cache calls this when it evicts a folder). Returns how many went."""
+    ids = {id(model) for model in models}
+    return _RUNNERS.discard_where(lambda entry: id(entry[0]) in ids)
+
+
 def runners_info() -> CacheInfo:
     """Hits, misses and entries of the predictor/tapper cache."""
     return _RUNNERS.info()

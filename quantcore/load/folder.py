@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from quantcore import settings
-from quantcore.backends import backend_for
+from quantcore.backends import backend_for, forget_models
 from quantcore.cache import CacheInfo, SingleFlightLRU
 from quantcore.errors import (
     PathNotAllowedError,
@@ -239,7 +239,22 @@ def _load_folder(folder: Path, names: set[str], *, trusted: bool, confine_to: Pa
     )  # fmt: skip
 
 
-_CACHE: SingleFlightLRU[LoadedFolder] = SingleFlightLRU(settings.current().cache_size)
+def estimated_bytes(loaded: LoadedFolder) -> int:
+    """What a loaded folder is taken to hold in memory: its loaded variant files' sizes (the parsed graph
+    or state dict is about as large as its file; sessions and samples are read elsewhere, per request)."""
+    return sum(record.bytes or 0 for record in loaded.records.values() if record.model is not None)
+
+
+def _forget_runners(loaded: LoadedFolder) -> None:
+    forget_models([record.model for record in loaded.records.values() if record.model is not None])
+
+
+_CACHE: SingleFlightLRU[LoadedFolder] = SingleFlightLRU(
+    settings.current().cache_size,
+    weigh=estimated_bytes,
+    budget_bytes=settings.current().cache_bytes,
+    on_evict=_forget_runners,  # an evicted folder's sessions go with it, or it stays in memory
+)
 
 
 def load_model_variants(
@@ -274,8 +289,9 @@ def load_model_variants(
     confine = Path(os.path.realpath(confine_to)) if confine_to is not None else resolved
     stats = scan_folder(resolved)
     fingerprint = tuple(sorted((name, *_identity(stat)) for name, stat in stats.items()))
-    if _CACHE.info().capacity != current.cache_size:
-        _CACHE.resize(current.cache_size)
+    info = _CACHE.info()
+    if (info.capacity, info.budget_bytes) != (current.cache_size, current.cache_bytes):
+        _CACHE.resize(current.cache_size, budget_bytes=current.cache_bytes)
     loaded, hit = _CACHE.get(
         (str(resolved), trusted, str(confine)),
         fingerprint,
