@@ -138,8 +138,11 @@ def test_32_clients_x_20_selections_share_4_loads(
     four = sorted(expected)[:4]
     record_property("reliability_class", "Load: concurrent clients")
     record_property("cases", CLIENTS * SELECTIONS_EACH)
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        clients = list(pool.map(lambda _: Client(server.url, verbose=False, download_files=False), range(CLIENTS)))
+    # A few at a time, with room to wait: 32 Clients built at once each fetch the app's config and API info,
+    # and httpx's default 5 s timeout was sometimes too short for that (a ReadTimeout before any selection).
+    with ThreadPoolExecutor(4) as pool:
+        clients = list(pool.map(lambda _: Client(server.url, verbose=False, download_files=False,
+                                                 httpx_kwargs={"timeout": 60}), range(CLIENTS)))  # fmt: skip
     start = threading.Barrier(CLIENTS)
 
     def user(client: Client) -> list[tuple[str, tuple[Any, str], float]]:
