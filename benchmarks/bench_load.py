@@ -1,0 +1,92 @@
+"""Light requests idle vs under a crowd of 50 mixed clients, side by side, against `python app.py`.
+
+    python benchmarks/bench_load.py [--seconds 30] [--think 1.0]
+
+Starts the app in its own process, times cached /load_folder and /layers alone (idle), then starts
+50 gradio_client sessions from this process (20 /load_folder, 14 /layers, 8 /predict thinking
+``--think`` s on average between requests; 4 /layer_error and 4 /flips back to back) and times the
+same light requests inside the crowd. Prints p50/p95 of each, idle and loaded, and their ratio.
+Target (issue 12): under the crowd, /load_folder p95 <= 1 s and /layers p95 <= 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+
+from common import HOST, free_port, start, stop, wait_for_200
+from gradio_client import Client
+
+FOLDER = "resnet8"
+LIGHT = {"/load_folder": (FOLDER,), "/layers": (FOLDER, None)}
+CROWD = [("/load_folder", (FOLDER,))] * 20 + [("/layers", (FOLDER, None))] * 14 + [("/predict", (FOLDER,))] * 8
+CROWD += [("/layer_error", (FOLDER, 64))] * 4 + [("/flips", (FOLDER,))] * 4
+TARGETS = {"/load_folder": 1.0, "/layers": 2.0}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--think", type=float, default=1.0)
+    args = parser.parse_args()
+    port = free_port()
+    proc = start(["app.py", "--port", str(port)])
+    try:
+        url = f"http://{HOST}:{port}/"
+        wait_for_200(url, proc)
+        probe = Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 120})
+        probe.predict(FOLDER, api_name="/load_folder")
+        idle: dict[str, list[float]] = defaultdict(list)
+        for _ in range(20):
+            for endpoint, call in LIGHT.items():
+                began = time.perf_counter()
+                probe.predict(*call, api_name=endpoint)
+                idle[endpoint].append(time.perf_counter() - began)
+        with ThreadPoolExecutor(4) as pool:
+            clients = list(pool.map(lambda _: Client(url, verbose=False, download_files=False,
+                                                     httpx_kwargs={"timeout": 300}), CROWD))  # fmt: skip
+        loaded: dict[str, list[float]] = defaultdict(list)
+        end = time.monotonic() + args.seconds
+
+        def user(number: int) -> None:
+            endpoint, call = CROWD[number]
+            rng = random.Random(number)
+            while time.monotonic() < end:
+                began = time.perf_counter()
+                clients[number].predict(*call, api_name=endpoint)
+                loaded[endpoint].append(time.perf_counter() - began)
+                if endpoint not in ("/layer_error", "/flips"):
+                    time.sleep(rng.uniform(0.5, 1.5) * args.think)
+
+        with ThreadPoolExecutor(len(CROWD)) as pool:
+            list(pool.map(user, range(len(CROWD))))
+    finally:
+        stop(proc)
+    print(f"{len(CROWD)} clients for {args.seconds:.0f} s, think {args.think} s; {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"{'endpoint':14} {'idle p50':>9} {'idle p95':>9} {'crowd p50':>10} {'crowd p95':>10} {'p95 ratio':>9}  n")
+    for endpoint in (*LIGHT, "/predict", "/layer_error", "/flips"):
+        crowd = loaded[endpoint]
+        if endpoint in idle:
+            i50, i95 = statistics.median(idle[endpoint]), pct(idle[endpoint], 0.95)
+            met = "OK" if pct(crowd, 0.95) <= TARGETS[endpoint] else "OVER"
+            verdict = f"  target p95 <= {TARGETS[endpoint]} s: {met}"
+            print(f"{endpoint:14} {i50:9.2f} {i95:9.2f} {statistics.median(crowd):10.2f} {pct(crowd, 0.95):10.2f} "
+                  f"{pct(crowd, 0.95) / i95:9.1f}  {len(crowd)}{verdict}")  # fmt: skip
+        else:
+            print(f"{endpoint:14} {'':9} {'':9} {statistics.median(crowd):10.2f} {pct(crowd, 0.95):10.2f} {'':9}  "
+                  f"{len(crowd)}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
