@@ -69,7 +69,8 @@ def main() -> None:
             session = ort.InferenceSession(variants.model(key).SerializeToString(), options,
                                            providers=["CPUExecutionProvider"])  # fmt: skip
             x = to_model_input(pixels, variant_spec(variants, key))
-            batches = [np.ascontiguousarray(x[i : i + DEFAULT_BATCH_SIZE]) for i in range(0, len(x), DEFAULT_BATCH_SIZE)]
+            step = DEFAULT_BATCH_SIZE
+            batches = [np.ascontiguousarray(x[i : i + step]) for i in range(0, len(x), step)]
             runs.append((session, session.get_inputs()[0].name, batches))
 
         def plain() -> None:
