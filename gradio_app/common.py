@@ -169,6 +169,16 @@ def on_failure(what: str, fallback: Callable[[str], T]) -> Callable[[Callable[..
     return wrap
 
 
+def _api_error(exc: Exception, handler: Callable[..., Any]) -> str:
+    """What an API client is told of a failure: quantcore's and input errors say why; others are logged."""
+    if isinstance(exc, NothingLoadedError):
+        return NOTHING_LOADED
+    if isinstance(exc, (QuantcoreError, ValueError, IndexError)):
+        return str(exc)
+    logger.error("unexpected failure in %s", handler.__name__, exc_info=exc)
+    return SERVER_FAULT
+
+
 def api(handler: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     """An API handler that answers ``{"error": why}`` instead of raising; unexpected faults are logged."""
 
@@ -177,13 +187,23 @@ def api(handler: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]
         try:
             with request_scope():
                 return handler(*args, **kwargs)
-        except NothingLoadedError:
-            return {"error": NOTHING_LOADED}
-        except (QuantcoreError, ValueError, IndexError) as exc:
-            return {"error": str(exc)}
-        except Exception:
-            logger.exception("unexpected failure in %s", handler.__name__)
-            return {"error": SERVER_FAULT}
+        except Exception as exc:  # answered, never raised
+            return {"error": _api_error(exc, handler)}
+
+    run.takes_heavy_slot = True  # type: ignore[attr-defined]
+    return run
+
+
+def file_api(handler: Callable[..., T]) -> Callable[..., T]:
+    """An API handler answering files: a failure is a Gradio error saying why (there is no JSON to carry it)."""
+
+    @functools.wraps(handler)
+    def run(*args: Any, **kwargs: Any) -> T:
+        try:
+            with request_scope():
+                return handler(*args, **kwargs)
+        except Exception as exc:
+            raise gr.Error(_api_error(exc, handler)) from None
 
     run.takes_heavy_slot = True  # type: ignore[attr-defined]
     return run

@@ -13,6 +13,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 from onnx import numpy_helper
 from playwright.sync_api import Page, expect
 
@@ -184,6 +185,11 @@ def test_bad_requests_say_why(client: Client, source: str, images: int, says: st
 
     assert set(answer) == {"error"} and says in answer["error"]
     assert "Traceback" not in answer["error"]
+
+
+def test_export_of_a_bad_source_says_why(client: Client) -> None:
+    with pytest.raises(AppError, match="does not exist"):
+        client.predict("no_such_folder", IMAGES, api_name="/integer_export")
 
 
 # --------------------------------------------------------------------- browser

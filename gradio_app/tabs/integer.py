@@ -19,6 +19,7 @@ from gradio_app.common import (
     PRIVATE,
     Page,
     api,
+    file_api,
     hidden_endpoint,
     note,
     on_failure,
@@ -81,7 +82,11 @@ def export_files(report: IntegerReport) -> list[str]:
 
 
 def integer_export_api(source: Any, images: float = DEFAULT_IMAGES) -> list[str]:
-    """The firmware export as files (API: /integer_export); an empty list when nothing is quantized."""
+    """The firmware export as files (API: /integer_export); an empty list when nothing is quantized.
+
+    Raises:
+        NothingLoadedError, QuantcoreError, ValueError: as ``integer_api`` would (the endpoint says why).
+    """
     return export_files(_report(source, images))
 
 
@@ -176,13 +181,5 @@ def wire(page: Page, view: IntegerTab) -> None:
     page.summary.change(lambda: _hidden(HINT), None, view.outputs, api_name="page_integer_clear", **PRIVATE)
     source, images = gr.JSON(visible=False), gr.Number(value=DEFAULT_IMAGES, visible=False)
     hidden_endpoint(api(integer_api), [source, images], gr.JSON(visible=False), "integer", HEAVY_EVENTS)
-    hidden_endpoint(integer_export_api_guarded, [source, images], gr.File(visible=False, file_count="multiple"),
+    hidden_endpoint(file_api(integer_export_api), [source, images], gr.File(visible=False, file_count="multiple"),
                     "integer_export", HEAVY_EVENTS)  # fmt: skip
-
-
-def integer_export_api_guarded(source: Any, images: float = DEFAULT_IMAGES) -> list[str]:
-    """``integer_export_api`` for clients: a bad source or failure is a Gradio error saying why, not a trace."""
-    result = api(lambda s, i: {"files": integer_export_api(s, i)})(source, images)
-    if "error" in result:
-        raise gr.Error(result["error"])
-    return result["files"]
