@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -28,7 +27,7 @@ from gradio_app.common import (
     whole_number,
 )
 from quantcore import settings
-from quantcore.integer.export import export_header, export_json
+from quantcore.integer.export import write_exports
 from quantcore.integer.view import DEFAULT_IMAGES, IntegerReport, cached_integer_view
 from quantcore.report import integer_figures, integer_tables
 
@@ -71,14 +70,7 @@ def integer_api(source: Any, images: float = DEFAULT_IMAGES) -> dict[str, Any]:
 
 def export_files(report: IntegerReport) -> list[str]:
     """Each variant's firmware JSON and C header, in a fresh temp folder (what the download offers)."""
-    folder = Path(tempfile.mkdtemp(prefix="qp-integer-"))
-    paths: list[str] = []
-    for result in report.variants:
-        for suffix, text in ((".json", export_json(result)), (".h", export_header(result))):
-            path = folder / f"{result.variant}{suffix}"
-            path.write_text(text, encoding="utf-8")
-            paths.append(str(path))
-    return paths
+    return [str(path) for path in write_exports(report.variants, tempfile.mkdtemp(prefix="qp-integer-"))]
 
 
 def integer_export_api(source: Any, images: float = DEFAULT_IMAGES) -> list[str]:

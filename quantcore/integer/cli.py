@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from quantcore.errors import QuantcoreError
-from quantcore.integer.export import export_header, export_json
+from quantcore.integer.export import write_exports
 from quantcore.integer.view import DEFAULT_IMAGES, integer_view
 
 
@@ -36,11 +35,6 @@ def integer_command(args: argparse.Namespace) -> int:
     if not report.variants:
         print(f"error: {args.folder}: no quantized variant with integer conv/dense layers", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for result in report.variants:
-        for suffix, text in ((".json", export_json(result)), (".h", export_header(result))):
-            path = out / f"{result.variant}{suffix}"
-            path.write_text(text, encoding="utf-8")
-            print(path)
+    for path in write_exports(report.variants, args.out):
+        print(path)
     return 0

@@ -11,7 +11,10 @@ and CMSIS-NN: a left shift, negative for a right shift, applied as
 from __future__ import annotations
 
 import json
+import os
 import re
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -176,3 +179,16 @@ def export_header(result: VariantInteger) -> str:
         out.append(_array("int32_t", f"{name}_shift", layer.requant.shift))
     out += [f"#endif /* {guard} */", ""]
     return "\n".join(out)
+
+
+def write_exports(results: Iterable[VariantInteger], directory: str | os.PathLike[str]) -> list[Path]:
+    """Each variant's ``<variant>.json`` and ``<variant>.h`` written into ``directory`` (made if missing)."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for result in results:
+        for suffix, text in ((".json", export_json(result)), (".h", export_header(result))):
+            path = out / f"{result.variant}{suffix}"
+            path.write_text(text, encoding="utf-8")
+            paths.append(path)
+    return paths
