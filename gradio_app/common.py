@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import tempfile
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import gradio as gr
@@ -274,3 +276,8 @@ def whole_number(value: Any, default: int, low: int, high: int, what: str) -> in
 def hidden_endpoint(handler: Callable[..., Any], inputs: list[Any], outputs: Any, name: str, events: dict) -> None:
     """A named API endpoint on a hidden button: what scripts call (gradio_client), with the page's queue."""
     gr.Button(visible=False).click(handler, inputs, outputs, api_name=name, **events)
+
+
+def download_folder(kind: str) -> Path:
+    """A new folder for files a client is offered to download (Gradio copies them into its own cache)."""
+    return Path(tempfile.mkdtemp(prefix=f"qp-{kind}-"))

@@ -8,15 +8,13 @@ nothing to report), and a status line saying what is in them or why not.
 from __future__ import annotations
 
 import re
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from gradio_app import render
-from gradio_app.common import HEAVY_EVENTS, PRIVATE, Page, failure, variants_for
+from gradio_app.common import HEAVY_EVENTS, PRIVATE, Page, download_folder, failure, variants_for
 from gradio_app.handlers import models_root
 from quantcore import Source, get_model_summary
 from quantcore.deadline import run_deadline
@@ -59,7 +57,7 @@ def report_files(source: Any) -> tuple[list[str], Report]:
     """The report's HTML and ZIP, written to a new temporary folder Gradio serves them from."""
     report = make_report(source)
     stem = _UNSAFE_NAME.sub("_", report.model).strip("._") or "model"
-    folder = Path(tempfile.mkdtemp(prefix="qp-report-"))
+    folder = download_folder("report")
     html = write_html(report, folder / f"{stem}-report.html")
     tables = write_zip(report, folder / f"{stem}-tables.zip")
     return [str(html), str(tables)], report

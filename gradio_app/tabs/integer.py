@@ -6,7 +6,6 @@ API: ``/integer (source, images)`` -> every quantized variant's integer layers a
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +17,7 @@ from gradio_app.common import (
     PRIVATE,
     Page,
     api,
+    download_folder,
     file_api,
     hidden_endpoint,
     note,
@@ -70,7 +70,7 @@ def integer_api(source: Any, images: float = DEFAULT_IMAGES) -> dict[str, Any]:
 
 def export_files(report: IntegerReport) -> list[str]:
     """Each variant's firmware JSON and C header, in a fresh temp folder (what the download offers)."""
-    return [str(path) for path in write_exports(report.variants, tempfile.mkdtemp(prefix="qp-integer-"))]
+    return [str(path) for path in write_exports(report.variants, download_folder("integer"))]
 
 
 def integer_export_api(source: Any, images: float = DEFAULT_IMAGES) -> list[str]:

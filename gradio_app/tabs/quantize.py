@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from gradio_app.common import (
     VIEW_EVENTS,
     Page,
     api,
+    download_folder,
     hidden_endpoint,
     note,
     on_failure,
@@ -139,7 +139,7 @@ def _files(variants: ModelVariants, name: str) -> list[str]:
     result = store.made(variants, name)
     if result is None:
         return []
-    folder = Path(tempfile.mkdtemp(prefix="qp-recipe-"))
+    folder = download_folder("recipe")
     (folder / f"{name}.onnx").write_bytes(result.data)
     (folder / "recipe.json").write_text(manifest_text(result))
     return [str(folder / f"{name}.onnx"), str(folder / "recipe.json")]
