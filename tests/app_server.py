@@ -85,3 +85,21 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     copy_bundled(root)
     with served_app(root) as server:
         yield server
+
+
+@contextmanager
+def served_with_uploads(base: Path) -> Iterator[Server]:
+    """The app on ``base/models`` (a copy of the bundled folder is put there, beside anything already in it),
+    keeping uploads in ``base/uploads``; every upload is cleared and the settings restored afterwards."""
+    from quantcore.load import uploads
+
+    (base / "models").mkdir(exist_ok=True)
+    copy_bundled(base / "models")
+    before = settings.current()
+    settings.configure(uploads_root=base / "uploads")
+    try:
+        with served_app(base / "models") as served:
+            yield served
+    finally:
+        uploads.clear()
+        settings.configure(**before.__dict__)

@@ -16,7 +16,7 @@ from gradio_client import Client, handle_file
 from gradio_app.render import ICONS, Kind
 from quantcore import settings
 from quantcore.load import uploads
-from tests.app_server import BUNDLED_FOLDER, Server, copy_bundled, served_app
+from tests.app_server import BUNDLED_FOLDER, Server, served_with_uploads
 
 THREE = ("resnet8.onnx", "resnet8_int8.onnx", "resnet8_int8.pt")
 
@@ -24,20 +24,12 @@ THREE = ("resnet8.onnx", "resnet8_int8.onnx", "resnet8_int8.pt")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     base = tmp_path_factory.mktemp("uploads_api")
-    (base / "models").mkdir()
-    copy_bundled(base / "models")
     pair = base / "models" / "onnx_pair"  # what the upload below loads: its TorchScript file is refused
-    pair.mkdir()
+    pair.mkdir(parents=True)
     for name in THREE[:2]:
         shutil.copy(BUNDLED_FOLDER / name, pair / name)
-    before = settings.current()
-    settings.configure(uploads_root=base / "uploads")
-    try:
-        with served_app(base / "models") as served:
-            yield served
-    finally:
-        uploads.clear()
-        settings.configure(**before.__dict__)
+    with served_with_uploads(base) as served:
+        yield served
 
 
 def _client(server: Server, downloads: Path | None = None) -> Client:

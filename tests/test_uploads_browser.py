@@ -12,8 +12,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from quantcore import settings
-from quantcore.load import uploads
-from tests.app_server import BUNDLED_FOLDER, Server, copy_bundled, served_app
+from tests.app_server import BUNDLED_FOLDER, Server, served_with_uploads
 from tests.browser import TIMEOUT_MS, VIEWPORT, open_accordion
 
 pytestmark = pytest.mark.browser
@@ -23,17 +22,8 @@ THREE = ("resnet8.onnx", "resnet8_int8.onnx", "resnet8_uint8.onnx")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    base = tmp_path_factory.mktemp("uploads_browser")
-    (base / "models").mkdir()
-    copy_bundled(base / "models")
-    before = settings.current()
-    settings.configure(uploads_root=base / "uploads")
-    try:
-        with served_app(base / "models") as served:
-            yield served
-    finally:
-        uploads.clear()
-        settings.configure(**before.__dict__)
+    with served_with_uploads(tmp_path_factory.mktemp("uploads_browser")) as served:
+        yield served
 
 
 def _folders() -> list[str]:
