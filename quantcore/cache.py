@@ -116,6 +116,11 @@ class SingleFlightLRU(Generic[V]):
             if self._on_evict is not None:
                 self._on_evict(value)
 
+    def kept_keys(self) -> list[Hashable]:
+        """The keys kept, least recently used first."""
+        with self._lock:
+            return list(self._entries)
+
     def discard_where(self, doomed: Callable[[V], bool]) -> int:
         """Drop every entry whose value ``doomed`` picks; returns how many went (not counted as evictions)."""
         with self._lock:

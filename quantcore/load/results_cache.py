@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
@@ -26,9 +24,8 @@ CAPACITY = 32
 _RESULTS: SingleFlightLRU[Any] = SingleFlightLRU(CAPACITY)
 # Which results were computed, per folder fingerprint, so a report can list "every view computed so far".
 # Keys only, a few times the cache's capacity: a result evicted since is computed again when asked for.
-_COMPUTED: OrderedDict[tuple[Hashable, str, Hashable], None] = OrderedDict()
-_COMPUTED_LOCK = threading.Lock()
 COMPUTED_CAPACITY = 8 * CAPACITY
+_COMPUTED: SingleFlightLRU[None] = SingleFlightLRU(COMPUTED_CAPACITY)
 
 
 def folder_fingerprint(variants: ModelVariants) -> tuple[Hashable, ...]:
@@ -57,11 +54,7 @@ def cached(variants: ModelVariants, view: str, settings: Hashable, compute: Call
     """
     key = (folder_fingerprint(variants), view, settings)
     result = _RESULTS.get(key, None, compute)
-    with _COMPUTED_LOCK:
-        _COMPUTED[key] = None
-        _COMPUTED.move_to_end(key)
-        while len(_COMPUTED) > COMPUTED_CAPACITY:
-            _COMPUTED.popitem(last=False)
+    _COMPUTED.get(key, None, lambda: None)  # the key, newest last
     return result
 
 
@@ -75,8 +68,7 @@ def computed(variants: ModelVariants) -> list[tuple[str, Hashable]]:
         One (view, settings) pair per result, as given to ``cached``.
     """
     fingerprint = folder_fingerprint(variants)
-    with _COMPUTED_LOCK:
-        return [(view, settings) for (f, view, settings) in _COMPUTED if f == fingerprint]
+    return [(view, settings) for (f, view, settings) in _COMPUTED.kept_keys() if f == fingerprint]
 
 
 def cache_info() -> CacheInfo:
@@ -87,5 +79,4 @@ def cache_info() -> CacheInfo:
 def cache_clear() -> None:
     """Forget every cached result."""
     _RESULTS.clear()
-    with _COMPUTED_LOCK:
-        _COMPUTED.clear()
+    _COMPUTED.clear()
