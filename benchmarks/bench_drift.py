@@ -49,13 +49,8 @@ from common import model_folder  # noqa: E402
 import quantcore  # noqa: E402
 from quantcore import settings  # noqa: E402
 from quantcore.backends import predictor_for  # noqa: E402
-from quantcore.evaluate.inputs import (  # noqa: E402
-    generated_inputs,
-    input_spec,
-    sample_inputs,
-    to_model_input,
-    variant_spec,
-)
+from quantcore.evaluate.batches import generated_inputs, sample_inputs  # noqa: E402
+from quantcore.evaluate.inputs import input_spec, to_model_input, variant_spec  # noqa: E402
 from quantcore.inspect.drift import layer_drift  # noqa: E402
 from quantcore.inspect.layer_table import build_layer_table  # noqa: E402
 

@@ -37,7 +37,8 @@ from common import model_folder  # noqa: E402
 
 import quantcore  # noqa: E402
 from quantcore import settings  # noqa: E402
-from quantcore.evaluate.inputs import input_spec, sample_inputs, to_model_input, variant_spec  # noqa: E402
+from quantcore.evaluate.batches import sample_inputs  # noqa: E402
+from quantcore.evaluate.inputs import input_spec, to_model_input, variant_spec  # noqa: E402
 from quantcore.integer.view import DEFAULT_BATCH_SIZE, integer_view  # noqa: E402
 
 TARGET = 3.0

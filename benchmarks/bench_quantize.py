@@ -45,7 +45,8 @@ from common import model_folder  # noqa: E402
 
 import quantcore  # noqa: E402
 from quantcore import settings  # noqa: E402
-from quantcore.evaluate.inputs import sample_inputs, to_model_input, variant_spec  # noqa: E402
+from quantcore.evaluate.batches import sample_inputs  # noqa: E402
+from quantcore.evaluate.inputs import to_model_input, variant_spec  # noqa: E402
 from quantcore.evaluate.metrics import accuracy, predict_logits  # noqa: E402
 from quantcore.inspect.drift import layer_drift  # noqa: E402
 from quantcore.inspect.layer_table import layer_table  # noqa: E402

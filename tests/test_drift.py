@@ -9,14 +9,8 @@ import numpy as np
 import pytest
 
 import quantcore
-from quantcore.evaluate.inputs import (
-    InputBatches,
-    InputSpec,
-    generated_inputs,
-    input_spec,
-    sample_inputs,
-    to_model_input,
-)
+from quantcore.evaluate.batches import InputBatches, generated_inputs, sample_inputs
+from quantcore.evaluate.inputs import InputSpec, input_spec, to_model_input
 from quantcore.inspect.drift import layer_drift
 from quantcore.inspect.layer_table import build_layer_table
 from quantcore.inspect.sqnr import SqnrAccumulator, sqnr_db

@@ -135,7 +135,8 @@ def test_a_hub_summary_is_pulled_again_by_its_commit_from_the_cache(
 def test_the_per_layer_table_highlights_each_variants_worst_layer(variant_folder: Path) -> None:
     import quantcore
     from gradio_app.tabs.layer_error import WORST_CSS, highlight_worst
-    from quantcore.evaluate.inputs import InputSpec, generated_inputs
+    from quantcore.evaluate.batches import generated_inputs
+    from quantcore.evaluate.inputs import InputSpec
     from quantcore.inspect.drift import layer_drift
     from quantcore.report import tables
 

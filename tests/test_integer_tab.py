@@ -18,7 +18,8 @@ from onnx import numpy_helper
 from playwright.sync_api import Page, expect
 
 from quantcore import load_model_variants
-from quantcore.evaluate.inputs import input_spec, sample_inputs, to_model_input, variant_spec
+from quantcore.evaluate.batches import sample_inputs
+from quantcore.evaluate.inputs import input_spec, to_model_input, variant_spec
 from quantcore.load import VariantKey
 from tests.app_server import BUNDLED_FOLDER, BUNDLED_MODELS, Server, served_app
 from tests.browser import tree_entry

@@ -12,7 +12,8 @@ from onnx import TensorProto, helper
 
 from quantcore import load_model_variants
 from quantcore.backends import read_integer_graph
-from quantcore.evaluate.inputs import input_spec, sample_inputs, to_model_input, variant_spec
+from quantcore.evaluate.batches import sample_inputs
+from quantcore.evaluate.inputs import input_spec, to_model_input, variant_spec
 from quantcore.integer import IntegerReport, integer_view, run_step
 from quantcore.load import VariantKey
 

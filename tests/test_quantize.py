@@ -16,7 +16,8 @@ import quantcore
 from quantcore import settings
 from quantcore.data import datasets
 from quantcore.errors import RecipeError
-from quantcore.evaluate.inputs import generated_inputs, make_samples, to_model_input, variant_spec
+from quantcore.evaluate.batches import generated_inputs
+from quantcore.evaluate.inputs import make_samples, to_model_input, variant_spec
 from quantcore.inspect.drift import layer_drift
 from quantcore.inspect.layer_table import build_layer_table
 from quantcore.load import RecipeKey, VariantKey

@@ -9,7 +9,8 @@ import numpy as np
 
 import quantcore
 from quantcore.backends import backend_for
-from quantcore.evaluate.inputs import InputSpec, generated_inputs
+from quantcore.evaluate.batches import generated_inputs
+from quantcore.evaluate.inputs import InputSpec
 from quantcore.inspect.drift import layer_drift
 from quantcore.inspect.layer_table import build_layer_table
 from quantcore.load import RecipeKey, Status, VariantKey, VariantRecord, key_order, load_onnx_model, parse_key

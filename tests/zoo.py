@@ -167,7 +167,7 @@ def float_batches(values: np.ndarray, *, labels: np.ndarray | None = None, descr
     The views' own input path makes float input from uint8 pixels; these are
     already float in the model's layout and range, so nothing is converted.
     """
-    from quantcore.evaluate.inputs import prepared_inputs
+    from quantcore.evaluate.batches import prepared_inputs
 
     return prepared_inputs(values, labels=labels, description=description)
 

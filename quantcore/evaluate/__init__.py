@@ -1,10 +1,10 @@
 """Run the variants and measure them: one input path, predictions and flips, accuracy, speed and its advice."""
 
+from quantcore.evaluate.batches import InputBatches, generated_inputs, sample_inputs
 from quantcore.evaluate.flips import Flip, FlipReport, find_flips
 from quantcore.evaluate.images import image_to_pixels, pixels_to_picture
 from quantcore.evaluate.inputs import (
     FolderInputs,
-    InputBatches,
     InputSpec,
     Layout,
     OutputKind,
@@ -13,10 +13,8 @@ from quantcore.evaluate.inputs import (
     fixed_batch_size,
     folder_inputs,
     folder_samples,
-    generated_inputs,
     input_spec,
     load_test_set,
-    sample_inputs,
     to_model_input,
     variant_spec,
 )

@@ -15,8 +15,9 @@ import numpy as np
 from quantcore import settings
 from quantcore.backends import Predictor, predictor_for
 from quantcore.errors import RunTimeoutError
+from quantcore.evaluate.batches import generated_inputs
 from quantcore.evaluate.failures import failure_note
-from quantcore.evaluate.inputs import InputSpec, folder_samples, generated_inputs, to_model_input, variant_spec
+from quantcore.evaluate.inputs import InputSpec, folder_samples, to_model_input, variant_spec
 from quantcore.evaluate.predictions import runnable_with
 from quantcore.load import SAMPLES_NAME, Key, ModelFormat, ModelVariants, reference_key
 from quantcore.load.results_cache import cached

@@ -26,8 +26,9 @@ import numpy as np
 from quantcore import settings
 from quantcore.backends import Capture, Layer, Tapper, tapper_for, to_numpy
 from quantcore.errors import RunTimeoutError
+from quantcore.evaluate.batches import InputBatches, sample_inputs
 from quantcore.evaluate.failures import failure_note
-from quantcore.evaluate.inputs import InputBatches, InputSpec, input_spec, sample_inputs, to_model_input, variant_spec
+from quantcore.evaluate.inputs import InputSpec, input_spec, to_model_input, variant_spec
 from quantcore.evaluate.progress import Progress
 from quantcore.inspect.layer_table import LayerTable, build_layer_table, layer_table
 from quantcore.inspect.sqnr import SqnrAccumulator

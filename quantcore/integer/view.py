@@ -18,8 +18,9 @@ import numpy as np
 from quantcore.backends import INTEGER_KERNELS, integer_graph_for, kernel_ops, tapper_for, to_numpy
 from quantcore.backends.onnx_integer import IntegerGraph
 from quantcore.errors import RunTimeoutError
+from quantcore.evaluate.batches import sample_inputs
 from quantcore.evaluate.failures import failure_note
-from quantcore.evaluate.inputs import InputSpec, input_spec, sample_inputs, to_model_input, variant_spec
+from quantcore.evaluate.inputs import InputSpec, input_spec, to_model_input, variant_spec
 from quantcore.evaluate.progress import Progress
 from quantcore.integer.layers import LayerInteger, LayerStats
 from quantcore.integer.network import NetworkRun, NetworkRunner

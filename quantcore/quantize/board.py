@@ -14,7 +14,8 @@ from dataclasses import dataclass, replace
 
 from quantcore import settings
 from quantcore.backends import predictor_for
-from quantcore.evaluate.inputs import sample_inputs, to_model_input, variant_spec
+from quantcore.evaluate.batches import sample_inputs
+from quantcore.evaluate.inputs import to_model_input, variant_spec
 from quantcore.evaluate.speed import measure_throughput
 from quantcore.inspect.drift import layer_drift
 from quantcore.inspect.layer_table import layer_table

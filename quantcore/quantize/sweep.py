@@ -22,7 +22,8 @@ import numpy as np
 
 from quantcore.backends import predictor_for
 from quantcore.errors import RecipeError
-from quantcore.evaluate.inputs import sample_inputs, to_model_input, variant_spec
+from quantcore.evaluate.batches import sample_inputs
+from quantcore.evaluate.inputs import to_model_input, variant_spec
 from quantcore.load import ModelVariants, VariantKey
 from quantcore.quantize import calibration as calib
 from quantcore.quantize.build import float_source, input_name, make_recipe, prepared_model
