@@ -25,7 +25,7 @@ def write_fashion_mnist(folder: Path, n: int = 20) -> np.ndarray:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
     labels = np.arange(n) % 10
-    for image_file, label_file in datasets._FASHION_MNIST_FILES.values():
+    for image_file, label_file in datasets.FASHION_MNIST_FILES.values():
         write_idx_gz(folder / image_file, images)
         write_idx_gz(folder / label_file, labels)
     return images
@@ -38,7 +38,7 @@ def write_cifar10(folder: Path, per_batch: int = 10, protocol: int = 2) -> None:
     names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": names, b"num_cases_per_batch": per_batch, b"num_vis": 3072}, f, protocol)
-    for name in [*datasets._CIFAR10_FILES["train"], *datasets._CIFAR10_FILES["test"]]:
+    for name in [*datasets.CIFAR10_FILES["train"], *datasets.CIFAR10_FILES["test"]]:
         batch = {
             b"batch_label": name.encode(),
             b"labels": [i % 10 for i in range(per_batch)],

@@ -174,6 +174,48 @@ def test_a_test_set_calibrates_instead_of_the_samples(folder: Path) -> None:
     assert input_scale(from_samples.model) == pytest.approx(1 / 255, rel=1e-3)
 
 
+def test_a_calibration_draw_picks_per_class_from_a_split(folder: Path) -> None:
+    from quantcore.quantize.calibration import fingerprint
+    from tests.test_scorecard import _write_idx
+
+    test_set = folder.parent / "data" / "split"
+    test_set.mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    train = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
+    labels = rng.permutation(np.arange(60) % 10).astype(np.uint8)
+    _write_idx(test_set / "train-images-idx3-ubyte.gz", train)
+    _write_idx(test_set / "train-labels-idx1-ubyte.gz", labels)
+    _write_idx(test_set / "t10k-images-idx3-ubyte.gz", train[:20] // 2)  # another split: not what is drawn
+    _write_idx(test_set / "t10k-labels-idx1-ubyte.gz", labels[:20])
+    draw = {"split": "train", "per_class": 3, "seed": [5, 1]}
+    result = _make(folder, test_set="data/split", calibration_draw=draw, calibration_images=30)
+    # The draw, computed here with numpy alone: per class in label order, choice without replacement, sorted.
+    seeded = np.random.default_rng([5, 1])
+    picked = np.sort(np.concatenate([seeded.choice(np.flatnonzero(labels == c), 3, replace=False) for c in range(10)]))
+    expected = datasets.preprocess(datasets.grey_to_rgb32(train[picked]))
+    calibration = result.manifest["calibration"]
+    assert calibration["sha256"] == fingerprint(expected) and calibration["count"] == 30
+    assert calibration["draw"] == draw and result.manifest["recipe"]["calibration_draw"] == draw
+    assert result.recipe.name.endswith("-testset-train3")
+    # Its recipe.json alone makes the same file again.
+    clear_calibration_cache()
+    again = make_recipe(quantcore.load_model_variants(folder), Recipe.from_dict(result.manifest["recipe"]))
+    assert again.calibrated and again.sha256 == result.sha256
+    # Fewer images asked for than drawn: the first of the draw.
+    fewer = _make(folder, test_set="data/split", calibration_draw=draw, calibration_images=7)
+    assert fewer.manifest["calibration"]["sha256"] == fingerprint(expected[:7])
+
+    with pytest.raises(RecipeError, match="name the test set"):
+        Recipe(calibration_draw=draw)
+    for bad, message in (({"split": "valid"}, "split is one of"), ({"per_class": 0}, "per_class is between"),
+                         ({"seed": [-1]}, "seed is 1 to 8 integers"), ({"seed": []}, "seed is 1 to 8"),
+                         ({"rng": 1}, "a calibration draw is")):  # fmt: skip
+        with pytest.raises(RecipeError, match=message):
+            Recipe(test_set="data/split", calibration_draw=bad)
+    with pytest.raises(quantcore.errors.DatasetError, match="fewer than 7"):
+        _make(folder, test_set="data/split", calibration_draw={**draw, "per_class": 7})
+
+
 def test_qoperator_format_and_what_it_refuses(folder: Path) -> None:
     model = _make(folder, format="QOperator", activation="uint8", weight="int8").model
     ops = {n.op_type for n in model.graph.node}

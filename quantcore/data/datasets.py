@@ -53,11 +53,11 @@ FASHION_MNIST_LABELS: tuple[str, ...] = (
     "Bag",
     "Ankle boot",
 )
-_FASHION_MNIST_FILES = {
+FASHION_MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
-_CIFAR10_FILES = {
+CIFAR10_FILES = {
     "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
     "test": ("test_batch",),
 }
@@ -201,7 +201,7 @@ def load_fashion_mnist(
             returns), or images and labels disagree.
         PathNotAllowedError: a file links outside ``roots``.
     """
-    image_file, label_file = _FASHION_MNIST_FILES[split]
+    image_file, label_file = FASHION_MNIST_FILES[split]
     roots = roots if roots is not None else [Path(root)]
     # 28x28 grey images may become 3x32x32: the limit is on what they become.
     grow = 1.0 if as_stored else math.prod(IMAGE_SHAPE) / (28 * 28)
@@ -290,7 +290,7 @@ def load_cifar10(folder: Path, split: Split, *, roots: Roots = None) -> Labelled
     if not isinstance(names, list) or not names or len(names) > 10_000:
         raise DatasetError("batches.meta has no label_names")
     images, labels = [], []
-    for name in _CIFAR10_FILES[split]:
+    for name in CIFAR10_FILES[split]:
         batch = _read_cifar_pickle(folder / name, roots)
         data = batch.get(b"data", batch.get("data"))
         batch_labels = batch.get(b"labels", batch.get("labels"))

@@ -112,8 +112,11 @@ def resolve_test_set(folder: str | os.PathLike[str]) -> tuple[Path, TestSetKind]
     return resolved, kind
 
 
-def read_test_set(folder: str | os.PathLike[str]) -> tuple[datasets.LabelledImages, str, Hashable]:
-    """The test split of a Fashion-MNIST or CIFAR-10 folder, as stored (cached by folder and file stats).
+def read_test_set(
+    folder: str | os.PathLike[str], split: datasets.Split = "test"
+) -> tuple[datasets.LabelledImages, str, Hashable]:
+    """One split of a Fashion-MNIST or CIFAR-10 folder (the test split unless told), as stored (cached by folder,
+    split and file stats).
 
     CIFAR-10 batches are pickles: they are read with ``datasets``' array-only unpickler.
 
@@ -122,18 +125,24 @@ def read_test_set(folder: str | os.PathLike[str]) -> tuple[datasets.LabelledImag
 
     Raises:
         PathNotAllowedError, ModelNotFoundError: as ``resolve_test_set``.
-        DatasetError: unreadable files.
+        DatasetError: unreadable files, or no such split there.
     """
     resolved, kind = resolve_test_set(folder)
-    stats = tuple((n, (resolved / n).stat().st_size, (resolved / n).stat().st_mtime_ns) for n in _TEST_FILES[kind])
-    cifar_batches = tuple(sorted(p.name for p in resolved.glob("data_batch_*")))  # not read; only the test split
+    if kind is TestSetKind.FASHION_MNIST:
+        names = datasets.FASHION_MNIST_FILES[split]
+    else:
+        names = (_TEST_FILES[kind][0], *datasets.CIFAR10_FILES[split])
+    try:
+        stats = tuple((n, (resolved / n).stat().st_size, (resolved / n).stat().st_mtime_ns) for n in names)
+    except OSError:
+        raise DatasetError(f"{kind} folder {resolved.name} has no readable {split} split") from None
 
     def load() -> datasets.LabelledImages:
         # Every file too must resolve inside the allowed roots, not just its folder.
         if kind is TestSetKind.FASHION_MNIST:
-            return datasets.load_fashion_mnist("test", resolved, as_stored=True, roots=data_roots())
-        return datasets.load_cifar10(resolved, "test", roots=data_roots())
+            return datasets.load_fashion_mnist(split, resolved, as_stored=True, roots=data_roots())
+        return datasets.load_cifar10(resolved, split, roots=data_roots())
 
-    data, _ = _TEST_SETS.get(str(resolved), (kind, stats, cifar_batches), load)
-    description = f"{kind} test split, {len(data):,} images ({resolved.name})"
-    return data, description, ("test set", str(resolved), kind.value, stats)
+    data, _ = _TEST_SETS.get(f"{resolved}\x00{split}", (kind, stats), load)
+    description = f"{kind} {split} split, {len(data):,} images ({resolved.name})"
+    return data, description, ("test set", str(resolved), kind.value, split, stats)

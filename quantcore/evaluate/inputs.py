@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -206,6 +206,12 @@ class SampleSet:
         """One sample's pixels (C, H, W), for display and single-image prediction."""
         return self.pixels(index, index + 1)[0]
 
+    def subset(self, indices: np.ndarray, what: str) -> SampleSet:
+        """The samples at ``indices``, in that order (``what`` says how they were picked, for the key)."""
+        labels = None if self.labels is None else self.labels[indices]
+        return replace(self, stored=self.stored[indices], labels=labels, description=f"{self.description}, {what}",
+                       key=(self.key, what, len(indices)))  # fmt: skip
+
 
 def _conversion_notes(stored: np.ndarray, spec: InputSpec) -> tuple[str, ...]:
     if not spec.is_image:
@@ -257,12 +263,13 @@ def folder_samples(variants: ModelVariants, spec: InputSpec) -> tuple[SampleSet 
                      samples.notes), [f"{SAMPLES_NAME}: {n}" for n in samples.notes]  # fmt: skip
 
 
-def load_test_set(folder: str | os.PathLike[str], spec: InputSpec) -> SampleSet:
-    """The test split of a Fashion-MNIST or CIFAR-10 folder, fitted to this model's input.
+def load_test_set(folder: str | os.PathLike[str], spec: InputSpec, split: datasets.Split = "test") -> SampleSet:
+    """The test split (or ``split``) of a Fashion-MNIST or CIFAR-10 folder, fitted to this model's input.
 
     Args:
         folder: the test-set folder (absolute, or relative to the models root).
         spec: the model's input.
+        split: which split.
 
     Returns:
         The labelled images, keyed by the folder and its files' sizes and times.
@@ -273,7 +280,7 @@ def load_test_set(folder: str | os.PathLike[str], spec: InputSpec) -> SampleSet:
     """
     if not spec.is_image:
         raise DatasetError(f"the model takes {spec.layout} input {list(spec.shape)}: an image test set cannot feed it")
-    data, description, key = read_test_set(folder)
+    data, description, key = read_test_set(folder, split)
     samples, notes = make_samples(data, spec, description, key)
     if samples is None:
         raise DatasetError("; ".join(notes))

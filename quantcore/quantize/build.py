@@ -227,7 +227,8 @@ def make_recipe(variants: ModelVariants, recipe: Recipe, *, calibration: Calibra
     """
     model, file = float_source(variants)
     calibration = calibration or calib.calibration_set(variants, images=recipe.calibration_images,
-                                                       test_set=recipe.test_set)  # fmt: skip
+                                                       test_set=recipe.test_set,
+                                                       draw=recipe.calibration_draw)  # fmt: skip
     return quantize_recipe(model, recipe, calibration, float_file=file)
 
 

@@ -26,10 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from quantcore.data.datasets import stratified_split
 from quantcore.deadline import check_deadline
 from quantcore.errors import DatasetError, RecipeError
 from quantcore.evaluate.inputs import folder_samples, load_test_set, to_model_input, variant_spec
 from quantcore.load import ModelVariants, VariantKey
+from quantcore.quantize.recipe import CalibrationDraw
 
 logger = logging.getLogger(__name__)
 
@@ -78,22 +80,36 @@ def calibration_from_inputs(
     return CalibrationSet(inputs, description, dict(origin or {"kind": "given"}), fingerprint(inputs), batch)
 
 
-def calibration_set(variants: ModelVariants, *, images: int, test_set: str | None = None) -> CalibrationSet:
-    """The first ``images`` of the folder's samples (or of ``test_set``), as the float ONNX variant's input.
+def calibration_set(
+    variants: ModelVariants, *, images: int, test_set: str | None = None, draw: CalibrationDraw | None = None
+) -> CalibrationSet:
+    """The first ``images`` of the folder's samples (or of ``test_set``, or of ``draw`` from it), as the float ONNX
+    variant's input.
 
     Raises:
         RecipeError: no images to calibrate on.
-        DatasetError, PathNotAllowedError: the test set cannot be read.
+        DatasetError, PathNotAllowedError: the test set cannot be read, or has too few images of a class to draw.
     """
     spec = variant_spec(variants, VariantKey.ONNX_FLOAT)
     if test_set:
-        samples = load_test_set(test_set, spec)
+        split = draw.split if draw else "test"
+        samples = load_test_set(test_set, spec, split)
         origin: dict[str, Any] = {"kind": "test_set", "test_set": test_set, "images": images}
+        what = f"test set {test_set}"
+        if draw is not None:
+            if samples.labels is None:
+                raise RecipeError("a calibration draw picks images by class; this test set has no labels")
+            drawn = f"{draw.split} split, {draw.per_class} per class drawn with seed {list(draw.seed)}"
+            picked, _ = stratified_split(samples.labels, draw.per_class, np.random.default_rng(list(draw.seed)))
+            samples = samples.subset(picked, drawn)
+            origin["draw"] = draw.as_dict()
+            what += ", " + drawn
     else:
         samples, notes = folder_samples(variants, spec)
         if samples is None:
             raise RecipeError("nothing to calibrate on: " + "; ".join(notes) + " (name a test set instead)")
         origin = {"kind": "samples", "images": images}
+        what = "samples.npz"
     count = min(images, len(samples))
     if count == 0:
         raise RecipeError("the calibration set is empty")
@@ -101,7 +117,6 @@ def calibration_set(variants: ModelVariants, *, images: int, test_set: str | Non
         inputs = to_model_input(samples.pixels(0, count), spec)
     except (ValueError, DatasetError) as exc:
         raise RecipeError(f"calibration images do not fit the float model: {exc}") from None
-    what = "test set " + test_set if test_set else "samples.npz"
     return calibration_from_inputs(inputs, f"{what}, first {count} images", origin, batch=spec.batch)
 
 

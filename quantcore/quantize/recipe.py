@@ -6,7 +6,10 @@ onnxruntime's own options (``quant_format``, ``activation_type``,
 ``nodes_to_exclude`` and ``extra_options``: ``ActivationSymmetric``,
 ``WeightSymmetric``, ``CalibPercentile``, ``TensorQuantOverrides``), and
 ``calibration_options`` picks out the part that decides the calibration
-ranges — recipes that share it share one calibration run.
+ranges — recipes that share it share one calibration run. ``CalibrationDraw``
+names calibration images drawn at random per class from a split of a test-set
+folder (how the bundled variants were calibrated), so such a recipe too can be
+made again from its ``recipe.json``.
 """
 
 from __future__ import annotations
@@ -72,6 +75,41 @@ QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8", "int16": "QInt16", "uint16": 
                "int4": "QInt4", "uint4": "QUInt4"}  # fmt: skip
 EIGHT_BIT = {"int8", "uint8"}
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SPLITS = ("train", "test")
+MAX_SEED_WORDS = 8
+
+
+@dataclass(frozen=True)
+class CalibrationDraw:
+    """Calibration images drawn from one split of the recipe's test-set folder, ``per_class`` of every class.
+
+    The draw is ``quantcore.data.datasets.stratified_split(labels, per_class, numpy.random.default_rng(seed))``:
+    class by class, ``Generator.choice`` without replacement, the picked indices then sorted.
+
+    Attributes:
+        split: ``train`` or ``test``.
+        per_class: images drawn from every class.
+        seed: numpy ``default_rng``'s seed (several ints: a ``SeedSequence``'s entropy).
+    """
+
+    split: str = "train"
+    per_class: int = 20
+    seed: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise RecipeError(f"a calibration draw's split is one of {', '.join(SPLITS)}, got {self.split!r}")
+        if isinstance(self.per_class, bool) or not isinstance(self.per_class, int) or not 1 <= self.per_class <= 10_000:
+            raise RecipeError(f"a calibration draw's per_class is between 1 and 10000, got {self.per_class!r}")
+        seed = self.seed if isinstance(self.seed, (list, tuple)) else (self.seed,)
+        if not 1 <= len(seed) <= MAX_SEED_WORDS or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seed
+        ):
+            raise RecipeError(f"a calibration draw's seed is 1 to {MAX_SEED_WORDS} integers in [0, 2**32)")
+        object.__setattr__(self, "seed", tuple(seed))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "per_class": self.per_class, "seed": list(self.seed)}
 
 
 @dataclass(frozen=True)
@@ -114,6 +152,7 @@ class Recipe:
     percentile: float = 99.999
     calibration_images: int = 200
     test_set: str | None = None
+    calibration_draw: CalibrationDraw | None = None
     exclude: tuple[str, ...] = ()
     only: tuple[str, ...] = ()
     overrides: Mapping[str, LayerOverride] = field(default_factory=dict)
@@ -128,6 +167,8 @@ class Recipe:
         object.__setattr__(self, "exclude", tuple(dict.fromkeys(e for e in exclude if e)))
         object.__setattr__(self, "only", tuple(dict.fromkeys(str(e).strip() for e in self.only if str(e).strip())))
         object.__setattr__(self, "overrides", {str(k): _override(v) for k, v in dict(self.overrides).items()})
+        if self.calibration_draw is not None and not isinstance(self.calibration_draw, CalibrationDraw):
+            object.__setattr__(self, "calibration_draw", _draw(self.calibration_draw))
         self.validate()
         if not self.name:
             object.__setattr__(self, "name", self.default_name())
@@ -150,6 +191,8 @@ class Recipe:
             raise RecipeError(f"percentile must be in (0, 100], got {self.percentile}")
         if not 1 <= self.calibration_images <= 100_000:
             raise RecipeError(f"calibration images must be between 1 and 100000, got {self.calibration_images}")
+        if self.calibration_draw is not None and not self.test_set:
+            raise RecipeError("a calibration draw picks images from a test set folder: name the test set")
 
     def default_name(self) -> str:
         """``u8s8-minmax-pc``-style: activation and weight letters and bits, method, per-channel, the extras."""
@@ -177,6 +220,8 @@ class Recipe:
             parts.append(f"ovr{len(self.overrides)}")
         if self.test_set:
             parts.append("testset")
+        if self.calibration_draw is not None:
+            parts.append(f"{self.calibration_draw.split}{self.calibration_draw.per_class}")
         return "-".join(parts)
 
     def renamed(self, name: str) -> Recipe:
@@ -194,6 +239,7 @@ class Recipe:
         data = asdict(self)
         data.update(format=str(self.format), activation=str(self.activation), weight=str(self.weight),
                     calibration=str(self.calibration), exclude=list(self.exclude), only=list(self.only),
+                    calibration_draw=self.calibration_draw.as_dict() if self.calibration_draw else None,
                     overrides={k: v.as_dict() for k, v in self.overrides.items()})  # fmt: skip
         return data
 
@@ -229,6 +275,12 @@ class Recipe:
         except (TypeError, ValueError):
             raise RecipeError("percentile and calibration_images are numbers") from None
         return cls(**values)
+
+
+def _draw(value: Any) -> CalibrationDraw:
+    if not isinstance(value, Mapping) or not set(value) <= {"split", "per_class", "seed"}:
+        raise RecipeError("a calibration draw is {'split': 'train'|'test', 'per_class': n, 'seed': [ints]}")
+    return CalibrationDraw(**value)
 
 
 def _override(value: Any) -> LayerOverride:
