@@ -16,7 +16,7 @@ from typing import Any
 
 import gradio as gr
 
-from gradio_app import handlers, input_panel, overview, render, report, uploads
+from gradio_app import handlers, input_panel, links, overview, render, report, uploads
 from gradio_app.common import FOLDER_EVENTS, HUB_EVENTS, PRIVATE, Page, gate_heavy_events
 from gradio_app.explorer import ConfinedFileExplorer
 from gradio_app.tabs import integer, layer_error, layers, predictions, quantize, scorecard, weights
@@ -37,10 +37,12 @@ class Results:
     variants: gr.Dataframe
     summary: gr.JSON
     source: gr.State
+    link: gr.State
 
     @property
     def outputs(self) -> list[Any]:
-        return [self.summary, self.status, self.source]
+        """What a load by hand updates: the summary, status and source, and the link state (cleared)."""
+        return [self.summary, self.status, self.source, self.link]
 
 
 @dataclass(frozen=True)
@@ -56,16 +58,19 @@ class HubPanel:
 
 
 def _for_page(handler: Callable[..., handlers.Result | None]) -> Callable[..., tuple[Any, ...]]:
-    """The status as a Markdown update carrying its kind's CSS classes; ``None`` leaves the page as it is."""
+    """The status as a Markdown update carrying its kind's CSS classes; ``None`` leaves the page as it is.
+
+    A load by hand ends what a link asked for: the link state is cleared with it (``Results.outputs``).
+    """
 
     @functools.wraps(handler)  # keeps the signature: Gradio injects Progress/SelectData by it
     def run(*args: Any, **kwargs: Any) -> tuple[Any, ...]:
         result = handlers.guarded(handler, *args, **kwargs)
         if result is None:
-            return gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         summary, status = result
         source = summary.get("source") if isinstance(summary, dict) else None
-        return summary, gr.Markdown(value=status.markdown, elem_classes=status.css_classes), source
+        return summary, gr.Markdown(value=status.markdown, elem_classes=status.css_classes), source, None
 
     return run
 
@@ -137,26 +142,31 @@ def _results_section() -> Results:
         summary = gr.JSON(label="Summary", elem_id="qp-summary")
     # What is loaded, per browser session: the tabs load from it, never from the displayed summary.
     source = gr.State(None)
-    return Results(status, variants, summary, source)
+    return Results(status, variants, summary, source, gr.State(None))
 
 
-def _tabs(page: Page) -> None:
-    """Every inspect and compare tab, then their wiring (hidden endpoint inputs live outside the tabs)."""
-    with gr.Tabs(elem_id="qp-inspect"):
-        with gr.Tab("Layers", id="layers"):
+def _tabs(page: Page) -> links.ViewState:
+    """Every inspect and compare tab, then their wiring (hidden endpoint inputs live outside the tabs).
+
+    Returns:
+        The tabs, and what a link to the view on screen reads.
+    """
+    with gr.Tabs(elem_id="qp-inspect") as tabs:
+        with gr.Tab("Layers", id="layers") as layers_item:
             layers_tab = layers.build()
-        with gr.Tab("Weights", id="weights"):
+        with gr.Tab("Weights", id="weights") as weights_item:
             weights_tab = weights.build()
-        with gr.Tab("Per-layer error", id="layer_error"):
+        with gr.Tab("Per-layer error", id="layer_error") as error_item:
             error_tab = layer_error.build()
-        with gr.Tab("Predictions", id="predictions"):
+        with gr.Tab("Predictions", id="predictions") as predictions_item:
             predictions_tab = predictions.build()
-        with gr.Tab("Accuracy & speed", id="scorecard"):
+        with gr.Tab("Accuracy & speed", id="scorecard") as scorecard_item:
             scorecard_tab = scorecard.build()
-        with gr.Tab("Integer", id="integer"):
+        with gr.Tab("Integer", id="integer") as integer_item:
             integer_tab = integer.build()
-        with gr.Tab("Quantize", id="quantize"):
+        with gr.Tab("Quantize", id="quantize") as quantize_item:
             quantize_tab = quantize.build()
+    shown = gr.Textbox("layers", visible=False)  # the tab on screen, as its id
     layers.wire(page, layers_tab, weights_tab.layer)
     weights.wire(page, weights_tab)
     layer_error.wire(page, error_tab)
@@ -164,12 +174,23 @@ def _tabs(page: Page) -> None:
     scorecard.wire(page, scorecard_tab)
     integer.wire(page, integer_tab)
     quantize.wire(page, quantize_tab)
+    items = (layers_item, weights_item, error_item, predictions_item, scorecard_item, integer_item, quantize_item)
+    return links.ViewState(tabs, dict(zip(links.TABS, items, strict=True)), shown, layers_tab.pick,
+                           weights_tab.layer, predictions_tab.sample, error_tab.images, integer_tab.images)  # fmt: skip
 
 
 # The page's own events are private, and named so as not to take the public names in _wire_api.
+def _tick(selected: str | None, link: Any, progress: gr.Progress = gr.Progress()) -> handlers.Result | None:  # noqa: B008
+    """A tick in the explorer; the "nothing ticked" it sends on page load leaves a view a link restored alone."""
+    if not selected and links.linked(link) is not None:
+        return None
+    return handlers.select_in_explorer(selected, progress)
+
+
 def _wire_folder(explorer: ConfinedFileExplorer, results: Results) -> None:
-    tick, click = _for_page(handlers.select_in_explorer), _for_page(handlers.click_in_explorer)
-    explorer.change(tick, explorer, results.outputs, api_name="page_tick", **PRIVATE, **FOLDER_EVENTS)
+    tick, click = _for_page(_tick), _for_page(handlers.click_in_explorer)
+    explorer.change(tick, [explorer, results.link], results.outputs, api_name="page_tick", **PRIVATE,
+                    **FOLDER_EVENTS)  # fmt: skip
     explorer.select(click, None, results.outputs, api_name="page_click", **PRIVATE, **FOLDER_EVENTS)
 
 
@@ -211,11 +232,12 @@ def build_demo() -> gr.Blocks:
                 hub = _hub_section()
                 files = uploads.build_area()
         results = _results_section()
-        page = Page(results.summary, results.source)
+        page = Page(results.summary, results.source, results.link)
         overview.wire(page, overview.Overview(header, results.variants))
         report.add(page)
+        link_panel = links.build()
         inputs = input_panel.build()
-        _tabs(page)
+        links.wire(demo, page, link_panel, _tabs(page), results.outputs[:3])
         input_panel.wire(page, inputs, results.status, _for_page, _for_api)
         _wire_folder(explorer, results)
         _wire_hub(hub, results)

@@ -58,6 +58,9 @@ FOLDER_EVENTS: dict[str, Any] = {"concurrency_id": "folder", "concurrency_limit"
 HUB_EVENTS: dict[str, Any] = {"concurrency_id": "hub", "concurrency_limit": 2}
 VIEW_EVENTS: dict[str, Any] = {"concurrency_id": "inspect", "concurrency_limit": 4}
 HEAVY_EVENTS: dict[str, Any] = {"concurrency_id": "heavy", "concurrency_limit": HEAVY_ADMITTED}
+# A tab's run of the view a link asks for follows every new load; for any other load it passes by at once,
+# so it has its own group (queued behind neither heavy nor light work) and takes a heavy slot only when it runs.
+LINKED_EVENTS: dict[str, Any] = {"concurrency_id": "linked", "concurrency_limit": HEAVY_ADMITTED}
 PRIVATE: dict[str, Any] = {"api_visibility": "private"}
 # The kind of heavy run the event in progress is, until a wrapper below takes its slot (then None).
 _HEAVY_KIND: ContextVar[str | None] = ContextVar("qp_heavy_kind", default=None)
@@ -65,10 +68,12 @@ _HEAVY_KIND: ContextVar[str | None] = ContextVar("qp_heavy_kind", default=None)
 
 @dataclass(frozen=True)
 class Page:
-    """What a tab follows: the summary shown (its change means a new load) and the source it came from."""
+    """What a tab follows: the summary shown (its change means a new load), the source it came from, and
+    the view a link asks for (``links.ViewLink``, or ``None`` once a load is made by hand)."""
 
     summary: gr.JSON
     source: gr.State
+    link: gr.State
 
 
 def variants_for(source: Any) -> ModelVariants:
@@ -211,7 +216,7 @@ def file_api(handler: Callable[..., T]) -> Callable[..., T]:
     return run
 
 
-def _gated(handler: Callable[..., Any], kind: str) -> Callable[..., Any]:
+def run_as_heavy(handler: Callable[..., Any], kind: str) -> Callable[..., Any]:
     """``handler`` run as heavy work of ``kind``: ``api``/``on_failure`` take the slot inside (and answer a
     refusal as they answer failures); any other handler takes it here, a refusal becoming a Gradio error."""
     inner = getattr(handler, "takes_heavy_slot", False)
@@ -246,7 +251,7 @@ def gate_heavy_events(demo: gr.Blocks) -> list[str]:
             continue
         if getattr(block_fn.fn, "heavy_kind", None) is None:
             kind = str(block_fn.api_name or block_fn.name).removeprefix("page_")
-            block_fn.fn = _gated(block_fn.fn, kind)
+            block_fn.fn = run_as_heavy(block_fn.fn, kind)
         kinds.append(block_fn.fn.heavy_kind)
     return kinds
 

@@ -156,7 +156,7 @@ def wire(page: Page, panel: InputPanel, status: gr.Markdown, for_page: Any, for_
     page.summary.change(_panel_outputs, page.summary, [panel.table, panel.note, panel.variant],
                         api_name="page_input_panel", **PRIVATE)  # fmt: skip
     form = [page.source, panel.variant, panel.layout, panel.range, panel.mean, panel.std, panel.size, panel.output]
-    outputs = [page.summary, status, page.source]
+    outputs = [page.summary, status, page.source, page.link]
     panel.apply.click(for_page(set_input), form, outputs, api_name="page_set_input", **PRIVATE, **FOLDER_EVENTS)
     panel.clear.click(for_page(clear_input), [page.source, panel.variant], outputs, api_name="page_clear_input",
                       **PRIVATE, **FOLDER_EVENTS)  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -89,3 +90,22 @@ def test_hub_panel_pulls_a_repo_and_shows_its_summary(
     expect(status).to_contain_text("Loaded 4 of 5 variants")
     expect(status).to_contain_text("loaded the cached snapshot")
     expect(status).to_contain_text("unreachable")
+
+
+def test_a_link_to_a_hub_repo_pulls_it_and_the_page_links_back_to_that_commit(
+    page: Page, app: Server, olah: tuple[OlahServer, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, commit = olah
+    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    page.goto(f"{app.url}?hub={REPO}&revision=v1&tab=weights&layer=conv1")
+    status = page.locator("#qp-status")
+    expect(status).to_contain_text("Loaded 4 of 5 variants from org/resnet-tiny@v1")
+    expect(page.locator("#qp-inspect [role=tab][aria-selected=true]")).to_have_text("Weights")
+    expect(page.locator("#qp-weights-plot .js-plotly-plot")).to_be_visible()
+
+    # The page's own link names the commit it pulled, not the moving revision.
+    page.locator("#qp-link-run").click()
+    link = page.locator("#qp-link textarea, #qp-link input").first
+    expect(link).to_have_value(re.compile(r"^http://"))
+    query = parse_qs(urlsplit(link.input_value()).query)
+    assert query == {"hub": [REPO], "revision": [commit], "tab": ["weights"], "layer": ["conv1"]}

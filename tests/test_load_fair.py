@@ -17,7 +17,7 @@ import gradio as gr
 import pytest
 from gradio_client import Client
 
-from gradio_app.common import HEAVY_ADMITTED, HEAVY_EVENTS, _gated, api, on_failure
+from gradio_app.common import HEAVY_ADMITTED, HEAVY_EVENTS, api, on_failure, run_as_heavy
 from quantcore import settings
 from quantcore.heavy import heavy_gate
 from tests.app_server import Server, app_server  # noqa: F401  (app_server is a fixture)
@@ -71,18 +71,18 @@ def test_a_refused_slot_is_an_answer_saying_why_whatever_the_handler(one_slot: S
     holder.start()
     try:
         _until(lambda: heavy_gate().info().running == 1, 10, "the slot to be held")
-        plain = _gated(lambda: "ran", "plain")
+        plain = run_as_heavy(lambda: "ran", "plain")
         with pytest.raises(gr.Error, match=r"no slot came free within 0\.2 s"):
             plain()
-        answered = _gated(api(lambda: {"ran": True}), "answered")()
+        answered = run_as_heavy(api(lambda: {"ran": True}), "answered")()
         assert "no slot came free within 0.2 s" in answered["error"], answered
-        noted = _gated(on_failure("the run", lambda message: message)(lambda: "ran"), "noted")()
+        noted = run_as_heavy(on_failure("the run", lambda message: message)(lambda: "ran"), "noted")()
         assert noted.startswith("✖ **Not started: the run**") and r"no slot came free within 0\.2 s" in noted, noted
     finally:
         release.set()
         holder.join(10)
         settings.configure(heavy_wait_s=120.0)
-    assert _gated(api(lambda: {"ran": True}), "answered")() == {"ran": True}
+    assert run_as_heavy(api(lambda: {"ran": True}), "answered")() == {"ran": True}
 
 
 def _hold_a_slot(release: threading.Event) -> None:

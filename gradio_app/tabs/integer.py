@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from gradio_app import links
 from gradio_app.common import (
     HEAVY_EVENTS,
     PRIVATE,
@@ -170,7 +171,9 @@ def wire(page: Page, view: IntegerTab) -> None:
     view.layer.change(_channels_page, [page.source, view.images, view.layer], view.channels,
                       api_name="page_integer_channels", **PRIVATE, **HEAVY_EVENTS)  # fmt: skip
     # A new folder's integer figures are not the old one's: clear them until the user runs it.
-    page.summary.change(lambda: _hidden(HINT), None, view.outputs, api_name="page_integer_clear", **PRIVATE)
+    cleared = page.summary.change(lambda: _hidden(HINT), None, view.outputs, api_name="page_integer_clear",
+                                  **PRIVATE)  # fmt: skip
+    links.run_when_linked(cleared, "integer", _integer_page, page, view.images, view.outputs)
     source, images = gr.JSON(visible=False), gr.Number(value=DEFAULT_IMAGES, visible=False)
     hidden_endpoint(api(integer_api), [source, images], gr.JSON(visible=False), "integer", HEAVY_EVENTS)
     hidden_endpoint(file_api(integer_export_api), [source, images], gr.File(visible=False, file_count="multiple"),

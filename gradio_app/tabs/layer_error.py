@@ -11,6 +11,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from gradio_app import links
 from gradio_app.common import (
     HEAVY_EVENTS,
     PRIVATE,
@@ -115,6 +116,7 @@ def wire(page: Page, view: LayerErrorTab) -> None:
     view.run.click(_error_page, [page.source, view.images], outputs, api_name="page_layer_error", **PRIVATE,
                    **HEAVY_EVENTS)  # fmt: skip
     # A new folder's per-layer results are not the old one's: clear them until the user runs it.
-    page.summary.change(lambda: _hidden(HINT), None, outputs, api_name="page_layer_error_clear", **PRIVATE)
+    cleared = page.summary.change(lambda: _hidden(HINT), None, outputs, api_name="page_layer_error_clear", **PRIVATE)
+    links.run_when_linked(cleared, "layer_error", _error_page, page, view.images, outputs)
     source, images = gr.JSON(visible=False), gr.Number(value=DEFAULT_IMAGES, visible=False)
     hidden_endpoint(api(layer_error_api), [source, images], gr.JSON(visible=False), "layer_error", HEAVY_EVENTS)

@@ -74,19 +74,29 @@ def _cleared(message: str) -> tuple[Any, ...]:
             cleared, gr.JSON(value=None, visible=False))  # fmt: skip
 
 
+def _linked_row(link: Any, table: LayerTable) -> int | None:
+    """The row of the layer a link asks for (checked when the link was opened), else ``None``."""
+    layer = getattr(link, "layer", None)
+    try:
+        return layer_index(layer, table) if layer else None
+    except (ValueError, IndexError):
+        return None
+
+
 @on_failure("the layer table", _cleared)
-def _layers_page(source: Any, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+def _layers_page(source: Any, link: Any = None, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
     progress(0.2, desc="Reading every variant's layers")
     table = layer_table(variants_for(source))
     if not table.rows:
         return _cleared(note(list(table.notes) or ["No conv or dense layers found."], "Layers"))
     matched = ", ".join(f"{k} {v['matched']}/{v['layers']}" for k, v in table.matched().items())
     options = choices(table)
+    picked = _linked_row(link, table)
     return (
         note([f"Layers matched to {table.skeleton}: {matched}", *table.notes], "Layers"),
         gr.Dataframe(value=pd.DataFrame(tables.layer_rows(table)), visible=True),
-        gr.Dropdown(choices=options, value=None, visible=True),
-        gr.Dropdown(choices=options, value=options[0][1]),
+        gr.Dropdown(choices=options, value=picked, visible=True),
+        gr.Dropdown(choices=options, value=options[0][1] if picked is None else picked),
         gr.JSON(value=None, visible=False),
     )
 
@@ -119,7 +129,8 @@ def build() -> LayersTab:
 def wire(page: Page, view: LayersTab, weights_layer: gr.Dropdown) -> None:
     """Page events (private) and the /layers endpoint; ``weights_layer`` (the Weights tab's picker) gets the rows."""
     outputs = [view.note, view.table, view.pick, weights_layer, view.detail]
-    page.summary.change(_layers_page, page.source, outputs, api_name="page_layers", **PRIVATE, **VIEW_EVENTS)
+    page.summary.change(_layers_page, [page.source, page.link], outputs, api_name="page_layers", **PRIVATE,
+                        **VIEW_EVENTS)  # fmt: skip
     view.pick.change(_detail_page, [page.source, view.pick], view.detail, api_name="page_layer_detail", **PRIVATE,
                      **VIEW_EVENTS)  # fmt: skip
     source, layer, out = gr.JSON(visible=False), gr.Textbox(visible=False), gr.JSON(visible=False)

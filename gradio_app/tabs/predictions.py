@@ -164,8 +164,8 @@ def _no_gallery(message: str) -> tuple[Any, ...]:
 
 
 @on_failure("the samples", _no_gallery)
-def _gallery_page(source: Any) -> tuple[Any, ...]:
-    """Thumbnails of the first samples, and the note saying how to pick one."""
+def _gallery_page(source: Any, link: Any = None) -> tuple[Any, ...]:
+    """Thumbnails of the first samples, and the note saying how to pick one (or the sample a link asks for)."""
     _, inputs = _loaded(source)
     samples = inputs.samples
     if samples is None:
@@ -177,6 +177,11 @@ def _gallery_page(source: Any) -> tuple[Any, ...]:
         for i in range(min(GALLERY_SIZE, len(samples)))
     ]  # fmt: skip
     shown = note([*inputs.notes, f"{samples.description}; the first {len(thumbs)} are shown."], SAMPLES_NOTE)
+    wanted = getattr(link, "sample", None)
+    if wanted is not None:  # a link's sample: its predictions at once (an out-of-range one says so)
+        predicted = _prediction_page(source, wanted, None, DEFAULT_TOP_K, "auto")
+        return (gr.Gallery(value=thumbs, visible=True), *predicted,
+                gr.Number(value=min(wanted, len(samples) - 1), maximum=len(samples) - 1))  # fmt: skip
     return (gr.Gallery(value=thumbs, visible=True), *_no_prediction(shown),
             gr.Number(value=0, maximum=len(samples) - 1))  # fmt: skip
 
@@ -245,8 +250,8 @@ def wire(page: Page, v: PredictionsTab) -> None:
     """Page events (private) and the /predict and /flips endpoints."""
     light: dict[str, Any] = {**PRIVATE, **VIEW_EVENTS}
     outputs = [v.note, v.seen, v.table]
-    page.summary.change(_gallery_page, page.source, [v.gallery, *outputs, v.sample], api_name="page_samples",
-                        **light)  # fmt: skip
+    page.summary.change(_gallery_page, [page.source, page.link], [v.gallery, *outputs, v.sample],
+                        api_name="page_samples", **light)  # fmt: skip
     picked = [page.source, v.sample, v.top_k, v.invert]
     v.predict.click(_sample_page, picked, outputs, api_name="page_predict", **light)
     v.sample.submit(_sample_page, picked, outputs, api_name="page_predict_submit", **light)
