@@ -36,7 +36,7 @@ def _tflite_shift(m: float) -> tuple[int, int]:
     return (0, 0) if shift < -31 else (fixed, shift)
 
 
-@pytest.mark.parametrize("variant", ["onnx_int8", "onnx_uint8"])
+@pytest.mark.parametrize("variant", ["onnx_int8", "onnx_uint8", "pytorch_int8"])
 def test_header_compiles_and_equals_json(exported: Path, variant: str, tmp_path: Path) -> None:
     header = exported / f"{variant}.h"
     cc = shutil.which("cc")
@@ -95,6 +95,40 @@ def test_json_equals_the_graph(exported: Path, variant: str) -> None:
         assert list(zip(layer["m0"], layer["shift"], strict=True)) == expected
         # the int32 bias carries the scale s_in · s_w, as the graph's bias DequantizeLinear says
         assert np.allclose(consts[b_dq.input[1]].astype(np.float64), s_in * w_scale.astype(np.float64), rtol=1e-6)
+
+
+def test_torch_json_equals_the_packed_weights(exported: Path) -> None:
+    """The TorchScript int8 variant's export: weights and scales as its packed parameters hold them, the int32
+    bias as round(bias / (s_in·s_w)), M0/shift by TFLite's formula from the ops' own scales."""
+    import torch
+
+    model = torch.jit.load(str(BUNDLED / "resnet8_int8.pt"))
+    layers = json.loads((exported / "pytorch_int8.json").read_text())["layers"]
+    assert [la["name"] for la in layers] == ["conv1", "stack1.conv1", "stack1.conv2", "stack2.conv1", "stack2.conv2",
+                                             "stack2.shortcut", "stack3.conv1", "stack3.conv2", "stack3.shortcut",
+                                             "fc"]  # fmt: skip
+    for layer in layers:
+        module = model
+        for part in layer["name"].split("."):
+            module = getattr(module, part)
+        if layer["kind"] == "dense":
+            weight, bias = torch.ops.quantized.linear_unpack(module._packed_params._packed_params)
+            laid_out = weight.int_repr().numpy()
+        else:
+            weight, bias = module._packed_params.unpack()
+            laid_out = weight.int_repr().numpy().transpose(0, 2, 3, 1)  # OIHW -> OHWI
+        assert layer["weights"]["values"] == laid_out.reshape(-1).astype(int).tolist()
+        scales = weight.q_per_channel_scales().numpy()
+        assert layer["weights"]["scale"] == [float(np.float32(s)) for s in scales]
+        assert layer["weights"]["zero_point"] == weight.q_per_channel_zero_points().tolist()
+        s_in, s_out = layer["input"]["scale"], float(module.scale)
+        assert layer["output"]["scale"] == pytest.approx(s_out, rel=1e-7)
+        assert layer["output"]["zero_point"] == int(module.zero_point)
+        product = np.float32(s_in) * scales.astype(np.float32)
+        assert layer["bias"] == np.rint(bias.detach().numpy() / product).astype(int).tolist()
+        expected = [_tflite_shift(float(np.float32(s_in)) * float(np.float32(s)) / layer["output"]["scale"])
+                    for s in scales]  # fmt: skip
+        assert list(zip(layer["m0"], layer["shift"], strict=True)) == expected
 
 
 def test_cli_refuses_a_folder_without_quantized_variants(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -159,13 +159,16 @@ def test_network_runs_are_reported_for_every_sample(answer: dict) -> None:
         assert 0 <= run["top1_agree"] <= IMAGES and run["agreement"] == run["top1_agree"] / IMAGES
         steps = run["steps"]
         assert run["first_mismatch"] == next((s["name"] for s in steps if s["mismatches"]), None)
-    assert any("pytorch_int8" in note for note in answer["notes"])  # said, not silently left out
+    torch_run = answer["variants"]["pytorch_int8"]["network_fixed_point"]
+    assert answer["variants"]["pytorch_int8"]["runtime"].startswith("torch")
+    assert torch_run["images"] == IMAGES and torch_run["stopped"] is None
 
 
 def test_export_download_is_each_variants_json_and_header(client: Client) -> None:
     files = [Path(p) for p in client.predict("resnet8", IMAGES, api_name="/integer_export")]
 
-    assert sorted(p.name for p in files) == ["onnx_int8.h", "onnx_int8.json", "onnx_uint8.h", "onnx_uint8.json"]
+    assert sorted(p.name for p in files) == ["onnx_int8.h", "onnx_int8.json", "onnx_uint8.h", "onnx_uint8.json",
+                                             "pytorch_int8.h", "pytorch_int8.json"]  # fmt: skip
     exported = json.loads(next(p for p in files if p.name == "onnx_int8.json").read_text())
     graph = QdqGraph(BUNDLED_FOLDER / FILES["onnx_int8"])
     for layer in exported["layers"]:
@@ -210,8 +213,9 @@ def test_integer_tab_shows_layers_plots_channels_and_the_download(page: Page, se
     note = page.locator("#qp-int-note")
     expect(note).to_contain_text(re.compile(r"Widest accumulator: \d+ bits"), timeout=60_000)
     expect(note).to_contain_text("onnx_uint8: fixed-point integer network")
-    expect(page.locator("#qp-int-bits .js-plotly-plot .barlayer .trace")).to_have_count(2)
-    expect(page.locator("#qp-int-saturation .js-plotly-plot .barlayer .trace")).to_have_count(2)
+    expect(page.locator("#qp-int-bits .js-plotly-plot .barlayer .trace")).to_have_count(3)
+    expect(page.locator("#qp-int-saturation .js-plotly-plot .barlayer .trace")).to_have_count(3)
+    expect(page.locator("#qp-int-table")).to_contain_text("quantized::conv2d_relu")
     expect(page.locator("#qp-int-table")).to_contain_text("/stack3/conv2/Conv")
 
     page.locator("#qp-int-layer input").click()

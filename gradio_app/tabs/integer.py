@@ -35,7 +35,7 @@ from quantcore.report import integer_figures, integer_tables
 MIN_IMAGES, IMAGE_STEP = 16, 16
 HINT = ("Load a folder above, then press the button to see, for each quantized conv and dense layer, what an "
         "integer kernel computes: scales, zero points, the requantization multiplier as M0 and shift, the "
-        "accumulator width, saturation, and a bit-exact check against onnxruntime.")  # fmt: skip
+        "accumulator width, saturation, and a bit-exact check against the runtime (onnxruntime or torch).")  # fmt: skip
 CHANNEL_HINT = "Pick a layer to see it channel by channel."
 _SEPARATOR = " · "
 
@@ -89,10 +89,11 @@ def summary_lines(report: IntegerReport) -> tuple[str, list[str]]:
     for result in report.variants:
         exact = sum(1 for layer in result.layers if not layer.float_mismatch.count)
         fused = sum(1 for layer in result.layers if not result.runs_float(layer))
+        network = integer_tables.network_text(result.network_fixed, result.runtime)
         lines.append(
-            f"{result.variant}: fixed-point integer network — {integer_tables.network_text(result.network_fixed)}; "
+            f"{result.variant}: fixed-point integer network — {network}; "
             f"{exact} of {len(result.layers)} layers bit-exact with float requantization; "
-            f"{fused} of {len(result.layers)} run as onnxruntime integer kernels here"
+            f"{fused} of {len(result.layers)} run as {result.runtime} integer kernels here"
         )
     lines.append(f"{report.images} images from {report.source} in {report.seconds:.1f} s.")
     if not report.variants:

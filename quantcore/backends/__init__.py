@@ -15,16 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from quantcore import settings
-from quantcore.backends.base import Backend, Capture, Predictor, Tapper, TensorSpec, to_numpy
+from quantcore.backends.base import Backend, Capture, Predictor, Tapper, TensorSpec, to_integers, to_numpy
+from quantcore.backends.integer_graph import IntegerGraph, IntegerStep, IntTensor
 from quantcore.backends.layer import Layer, LayerKind, QuantParams, integer_limits, make_qparams
-from quantcore.backends.onnx_integer import (
-    INTEGER_KERNELS,
-    IntegerGraph,
-    IntegerStep,
-    IntTensor,
-    kernel_ops,
-    read_integer_graph,
-)
+from quantcore.backends.onnx_integer import INTEGER_KERNELS, kernel_ops, read_integer_graph
 from quantcore.backends.onnxrt import OnnxBackend
 from quantcore.backends.torch_eager import INPUT_SUFFIX, EagerBackend
 from quantcore.backends.torchscript import ScriptBackend
@@ -101,11 +95,48 @@ def tapper_for(model: Any, taps: Sequence[str], *, threads: int | None = None, a
 
 
 def integer_graph_for(model: Any) -> IntegerGraph | None:
-    """A model's integer steps (conv/dense layers and what runs between them), or None for a runtime whose
-    integer graph is not read (PyTorch int8 for now)."""
-    if isinstance(backend_for(model), OnnxBackend):
+    """A model's integer steps (conv/dense layers and what runs between them), or None for a model whose
+    integer graph is not read: the steps are read from ONNX graphs, FX GraphModules and TorchScript.
+
+    Raises:
+        TypeError: ``model`` is not a loaded model.
+    """
+    import sys
+
+    backend = backend_for(model)
+    if isinstance(backend, OnnxBackend):
         return read_integer_graph(model)
+    fx = sys.modules.get("torch.fx")  # a torch model: torch (and torch.fx with it) is imported already
+    if isinstance(backend, EagerBackend) and fx is not None and isinstance(model, fx.GraphModule):
+        from quantcore.backends.torch_integer_fx import read_fx_integer_graph
+
+        return read_fx_integer_graph(model)
+    if isinstance(backend, ScriptBackend):
+        from quantcore.backends.torch_integer_script import read_script_integer_graph
+
+        return read_script_integer_graph(model)
     return None
+
+
+def integer_tapper_for(model: Any, taps: Sequence[str], *, threads: int | None = None) -> Tapper:
+    """The tapper of the integer tensors ``taps`` (as ``integer_graph_for`` names them), built once, reused.
+
+    Values come back as the runtime made them: integer arrays from onnxruntime, quantized tensors from torch
+    (``to_integers`` reads their integers).
+
+    Raises:
+        InvalidModelError: a tap names nothing in the model.
+        TypeError: ``model`` is not a loaded model.
+    """
+    backend = backend_for(model)
+    if not isinstance(backend, EagerBackend):  # ONNX tensor names and TorchScript debug names: their own tappers
+        return tapper_for(model, taps, threads=threads)
+    from quantcore.backends.torch_integer_fx import fx_tapper
+
+    threads = settings.current().threads if threads is None else threads
+    key = ("integer_tapper", id(model), tuple(taps), threads)
+    entry, _ = _RUNNERS.get(key, None, lambda: (model, _checked(fx_tapper(model, list(taps)))))
+    return entry[1]
 
 
 def forget_models(models: list[Any]) -> int:
@@ -143,6 +174,7 @@ __all__ = [
     "backend_for",
     "integer_graph_for",
     "integer_limits",
+    "integer_tapper_for",
     "is_model",
     "kernel_ops",
     "make_qparams",
@@ -151,5 +183,6 @@ __all__ = [
     "runners_clear",
     "runners_info",
     "tapper_for",
+    "to_integers",
     "to_numpy",
 ]

@@ -121,6 +121,17 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def to_integers(value: Any) -> np.ndarray:
+    """A captured integer value as a numpy array: a quantized torch tensor's ``int_repr()``, arrays as they are."""
+    if isinstance(value, np.ndarray):
+        return value
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return (value.int_repr() if value.is_quantized else value.detach()).numpy()
+    return np.asarray(value)
+
+
 # Ops that leave a tensor's values as they are (or only reshape them): looked through to find a softmax.
 PASS_THROUGH = frozenset({
     "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "QuantizeLinear", "DequantizeLinear",

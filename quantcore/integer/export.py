@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from quantcore.backends.onnx_integer import IntTensor
+from quantcore.backends.integer_graph import IntTensor
 from quantcore.integer.layers import LayerInteger
 from quantcore.integer.view import VariantInteger
 

@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from quantcore.backends.integer_graph import IntegerStep
 from quantcore.backends.layer import integer_limits
-from quantcore.backends.onnx_integer import IntegerStep
 from quantcore.errors import RunTimeoutError
 
 EXACT_FLOAT32 = 2**24

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from quantcore.backends.integer_graph import IntegerStep, IntTensor
 from quantcore.backends.layer import integer_limits
-from quantcore.backends.onnx_integer import IntegerStep, IntTensor
 from quantcore.integer.fixed_point import (
     INT32_MAX,
     INT32_MIN,

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quantcore.backends.integer_graph import IntegerGraph, IntegerStep, IntTensor
 from quantcore.backends.layer import integer_limits
-from quantcore.backends.onnx_integer import IntegerGraph, IntegerStep, IntTensor
 from quantcore.integer.fixed_point import quantize_multiplier, requantize_fixed, requantize_float
 from quantcore.integer.kernels import accumulate_exact, exact_sum_bound
 from quantcore.integer.layers import Requantization, requantize_step

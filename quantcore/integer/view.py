@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quantcore.backends import INTEGER_KERNELS, integer_graph_for, kernel_ops, tapper_for, to_numpy
-from quantcore.backends.onnx_integer import IntegerGraph
+from quantcore.backends import INTEGER_KERNELS, integer_graph_for, integer_tapper_for, kernel_ops, to_integers
+from quantcore.backends.integer_graph import IntegerGraph
 from quantcore.errors import RunTimeoutError
 from quantcore.evaluate.batches import sample_inputs
 from quantcore.evaluate.failures import failure_note
@@ -43,17 +43,23 @@ class VariantInteger:
     layers: tuple[LayerInteger, ...]
     network_float: NetworkRun | None  # onnxruntime's float requantization everywhere (when asked for)
     network_fixed: NetworkRun | None  # fixed-point M0/shift everywhere: what a microcontroller computes
-    kernels: dict[str, str]  # layer output tensor -> the onnxruntime op that makes it after fusion
+    kernels: dict[str, str]  # layer output tensor -> the runtime's op that makes it (after onnxruntime's fusions)
+
+    @property
+    def runtime(self) -> str:
+        """What the layers are checked against: "onnxruntime", or torch and its quantized engine."""
+        return self.graph.runtime
 
     def kernel(self, layer: LayerInteger) -> str | None:
-        """The onnxruntime op computing ``layer`` on this CPU (None when it cannot be told)."""
+        """The runtime's op computing ``layer`` on this CPU (None when it cannot be told)."""
         return self.kernels.get(layer.output.name)
 
     def runs_float(self, layer: LayerInteger) -> bool:
         """onnxruntime leaves this layer in float here (not fused into an integer kernel): its results then
-        differ from any integer kernel's by float rounding, up to 1 LSB."""
+        differ from any integer kernel's by float rounding, up to 1 LSB. torch's quantized ops are all integer
+        kernels."""
         kernel = self.kernel(layer)
-        return kernel is not None and kernel not in INTEGER_KERNELS
+        return self.runtime == "onnxruntime" and kernel is not None and kernel not in INTEGER_KERNELS
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,10 @@ def integer_view(
             continue
         graph = integer_graph_for(record.model)
         if graph is None:
-            notes.append(f"{key}: its integer steps are read from ONNX graphs only (PyTorch int8 is not yet)")
+            notes.append(
+                f"{key}: integer steps are read from ONNX graphs, FX int8 GraphModules and TorchScript "
+                f"int8 models; this is a {type(record.model).__name__}"
+            )
             continue
         notes.extend(f"{key}: {n}" for n in graph.notes)
         if not graph.layers:
@@ -135,11 +144,11 @@ def integer_view(
         networks = [NetworkRunner(graph, fixed=True)] + ([NetworkRunner(graph, fixed=False)] if float_network else [])
         taps = sorted({t.name for s in graph.layers for t in (*s.inputs, s.output)} | set(networks[0].taps))
         try:
-            tapper = tapper_for(variants.model(key), taps)
+            tapper = integer_tapper_for(variants.model(key), taps)
             for pixels, _labels in inputs.batches(batch_size):
                 for x in _batches_of(spec, pixels, not inputs.as_model_input):
                     capture = tapper(x)
-                    values = {t: to_numpy(v) for t, v in capture.values.items()}
+                    values = {t: to_integers(v) for t, v in capture.values.items()}
                     by_mode: dict[bool, dict[str, np.ndarray]] = {True: {}, False: {}}
                     for layer in stats:
                         name = layer.step.name
@@ -159,7 +168,7 @@ def integer_view(
         net_fixed = networks[0].result()
         net_float = networks[1].result() if float_network else None
         try:
-            kernels = kernel_ops(variants.model(key), [s.output.name for s in graph.layers])
+            kernels = _kernels(variants.model(key), graph)
         except Exception as exc:  # what ORT fused is a note on the rows, not a reason to drop the view
             notes.append(f"{key}: which layers onnxruntime fuses into integer kernels is unknown ({exc})")
             kernels = {}
@@ -167,6 +176,13 @@ def integer_view(
     seconds = time.perf_counter() - started
     logger.info("integer view: %d variant(s), %d image(s), %.2fs", len(results), inputs.count, seconds)
     return IntegerReport(tuple(results), inputs.count, inputs.description, seconds, tuple(dict.fromkeys(notes)))
+
+
+def _kernels(model: object, graph: IntegerGraph) -> dict[str, str]:
+    """Each layer's kernel: onnxruntime's op after its fusions, or the torch quantized op the graph calls."""
+    if graph.runtime == "onnxruntime":
+        return kernel_ops(model, [s.output.name for s in graph.layers])
+    return {s.output.name: s.op for s in graph.layers}
 
 
 def cached_integer_view(

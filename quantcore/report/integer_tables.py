@@ -55,6 +55,7 @@ def layer_row(result: VariantInteger, layer: LayerInteger) -> dict[str, Any]:
         "variant": str(result.variant),
         "layer": step.name,
         "op": step.op,
+        "checked against": result.runtime,
         "runs as": kernel or NOT_THERE,
         "types (in·w→out)": f"{_short(layer.input.dtype)}·{_short(step.weight_dtype)}→{_short(layer.output.dtype)}",
         "input scale": f"{layer.input.scale:.6g}",
@@ -74,8 +75,8 @@ def layer_row(result: VariantInteger, layer: LayerInteger) -> dict[str, Any]:
         "bound fits": fits_in(layer.bound_bits),
         "seen fits": fits_in(layer.observed_bits),
         "saturated (%)": percent(layer.saturation, 3),
-        "float requant. vs onnxruntime": _mismatch_text(layer.float_mismatch),
-        "fixed-point vs onnxruntime": _mismatch_text(layer.fixed_mismatch),
+        "float requant. vs runtime": _mismatch_text(layer.float_mismatch),
+        "fixed-point vs runtime": _mismatch_text(layer.fixed_mismatch),
     }
 
 
@@ -111,14 +112,14 @@ def channel_rows(layer: LayerInteger) -> list[dict[str, Any]]:
     ]
 
 
-def network_text(run: NetworkRun | None) -> str:
-    """One whole-network integer run in words."""
+def network_text(run: NetworkRun | None, runtime: str = "onnxruntime") -> str:
+    """One whole-network integer run in words (``runtime``: what it is compared with)."""
     if run is None:
         return "not run"
     if run.stopped is not None:
         return f"stopped: {run.stopped}"
     agreement = run.agreement
-    shown = f"{run.top1_agree}/{run.images} top-1 agree with onnxruntime"
+    shown = f"{run.top1_agree}/{run.images} top-1 agree with {runtime}"
     shown += f" ({agreement:.1%})" if agreement is not None else ""
     first = run.first_mismatch
     return shown + (f"; values first differ at {first}" if first else "; every step bit-exact")
@@ -149,6 +150,7 @@ def _layer_json(result: VariantInteger, layer: LayerInteger) -> dict[str, Any]:
     return {
         "layer": step.name,
         "op": step.op,
+        "checked_against": result.runtime,
         "runs_as": result.kernel(layer),
         "input": {"scale": layer.input.scale, "zero_point": layer.input.zero_point, "dtype": layer.input.dtype},
         "output": {"scale": layer.output.scale, "zero_point": layer.output.zero_point, "dtype": layer.output.dtype},
@@ -181,6 +183,7 @@ def integer_json(report: IntegerReport) -> dict[str, Any]:
         "notes": list(report.notes),
         "variants": {
             str(result.variant): {
+                "runtime": result.runtime,
                 "network_fixed_point": _network_json(result.network_fixed),
                 "network_float_requantization": _network_json(result.network_float),
                 "layers": [_layer_json(result, layer) for layer in result.layers],

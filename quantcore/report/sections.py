@@ -133,7 +133,7 @@ def scorecard_section(card: Scorecard) -> Section:
 
 def integer_section(report: IntegerReport) -> Section:
     """The Integer tab: every quantized conv/dense layer as an integer kernel sees it, checked on the samples."""
-    notes = [f"{r.variant}: fixed-point integer network — {integer_tables.network_text(r.network_fixed)}"
+    notes = [f"{r.variant}: fixed-point integer network — {integer_tables.network_text(r.network_fixed, r.runtime)}"
              for r in report.variants]  # fmt: skip
     notes.append(f"{report.images} images from {report.source}.")
     shown = bool(report.variants)

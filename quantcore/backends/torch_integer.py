@@ -1,0 +1,109 @@
+"""What the two PyTorch int8 readers share: a quantized conv/linear as an integer step, and torch's integers.
+
+A torch quantized layer keeps its weights as a quantized tensor (per channel or
+per tensor), its bias in float32 and its output scale and zero point as plain
+numbers; the input's come from whatever quantized tensor feeds it. fbgemm (the
+x86 engine's kernel) adds the float bias as ``bias / (s_in·s_w)`` without
+rounding it; an integer kernel needs the int32 form ``round(bias / (s_in·s_w))``,
+which is what the step holds (and the note says so).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from quantcore.backends.integer_graph import IntegerStep, IntTensor
+
+# torch's quantized dtypes, as torch.dtype names and as the ScalarType numbers TorchScript constants hold.
+QUANTIZED_DTYPES = {"quint8": "uint8", "qint8": "int8", "qint32": "int32", 13: "uint8", 12: "int8", 14: "int32"}
+FLOAT_BIAS_NOTE = (
+    "float bias: torch adds bias/(s_in·s_w) unrounded; an integer kernel takes round(bias/(s_in·s_w)) (shown)"
+)
+
+
+def dtype_name(dtype: Any) -> str | None:
+    """``"uint8"``/``"int8"`` for torch's quint8/qint8 (a ``torch.dtype`` or a TorchScript ScalarType number)."""
+    key = dtype if isinstance(dtype, int) else str(dtype).removeprefix("torch.")
+    return QUANTIZED_DTYPES.get(key)
+
+
+def engine_name() -> str:
+    """The runtime the view checks torch layers against: torch and its quantized engine in force."""
+    import torch
+
+    return f"torch ({torch.backends.quantized.engine} engine)"
+
+
+def float32(value: Any) -> float:
+    """A scale as the kernels use it: torch holds scales in double, fbgemm computes with float32."""
+    return float(np.float32(float(value)))
+
+
+def weight_parameters(weight: Any, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """(integers, float32 scale per channel, zero point per channel, dtype) of a quantized weight tensor.
+
+    Raises:
+        ValueError: the weight is not quantized, or quantized along another axis than the output channels.
+    """
+    import torch
+
+    if not isinstance(weight, torch.Tensor) or not weight.is_quantized:
+        raise ValueError("its weight is not a quantized tensor")
+    integers = weight.int_repr().numpy()
+    if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        if weight.q_per_channel_axis() != 0:
+            raise ValueError(f"weights quantized along axis {weight.q_per_channel_axis()}, not the output channels")
+        scale = weight.q_per_channel_scales().numpy().astype(np.float32)
+        zero = weight.q_per_channel_zero_points().numpy().astype(np.int64)
+    else:
+        scale = np.full(channels, weight.q_scale(), np.float32)
+        zero = np.full(channels, weight.q_zero_point(), np.int64)
+    dtype = dtype_name(weight.dtype)
+    if dtype is None:
+        raise ValueError(f"weights of type {weight.dtype}")
+    return integers, scale, zero, dtype
+
+
+def int32_bias(bias: Any, x: IntTensor, weight_scale: np.ndarray) -> np.ndarray | None:
+    """``round(bias / (s_in·s_w))`` per channel, the product in float32 as fbgemm forms it (None without bias)."""
+    if bias is None:
+        return None
+    values = bias.detach().numpy().astype(np.float32).reshape(-1)
+    scale = np.float32(x.scale) * weight_scale.astype(np.float32)
+    return np.rint(values / scale).astype(np.int64)
+
+
+def layer_step(
+    name: str,
+    op: str,
+    kind: str,
+    x: IntTensor,
+    output: tuple[str, float, int],
+    weight: Any,
+    bias: Any,
+    conv: tuple[list[int], list[int], list[int], int] | None,
+    relu: bool,
+) -> IntegerStep:
+    """One quantized conv (``conv``: strides, padding, dilations, groups) or linear layer as an integer step.
+
+    ``output``: (tensor name, scale, zero point); the output has the input's integer type, as torch's
+    quantized kernels keep it.
+
+    Raises:
+        ValueError: the weights are not quantized per output channel or per tensor.
+    """
+    channels = int(weight.shape[0])
+    integers, scale, zero, dtype = weight_parameters(weight, channels)
+    attrs: dict[str, Any] = {}
+    if conv is not None:
+        strides, padding, dilations, groups = conv
+        attrs = {"strides": list(strides), "pads": [*padding, *padding], "dilations": list(dilations),
+                 "group": int(groups), "auto_pad": "NOTSET"}  # fmt: skip
+    out_name, out_scale, out_zero = output
+    y = IntTensor(out_name, float32(out_scale), int(out_zero), x.dtype)
+    bias_int = int32_bias(bias, x, scale)
+    note = FLOAT_BIAS_NOTE if bias_int is not None else None
+    return IntegerStep(name, op, kind, (x,), y, np.ascontiguousarray(integers), scale, zero, dtype, bias_int, note,
+                       attrs, relu)  # fmt: skip

@@ -1,0 +1,219 @@
+"""PyTorch int8 layers as integer steps, checked against torch's own quantized modules and numpy.
+
+Small conv/linear models are quantized here with torch.ao FX (per channel and per tensor, with and without
+bias); every figure the integer view shows for them is recomputed from the modules themselves: their
+``weight().int_repr()``, scales and zero points, and their outputs on the very quantized inputs the view saw.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.ao.quantization import MinMaxObserver, QConfig, QConfigMapping, get_default_qconfig_mapping
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+from quantcore.backends import integer_graph_for, integer_tapper_for, to_integers
+from quantcore.integer import LayerStats, run_step
+
+BATCH = 6
+SPAN = 1.0
+
+
+class Small(nn.Module):
+    """conv (stride 2, pad 1) -> ReLU -> conv (pad 1) -> flatten -> linear: what a tiny CNN is made of."""
+
+    def __init__(self, bias: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=bias)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(8, 6, 3, padding=1, bias=bias)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(6 * 5 * 5, 5, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.flatten(self.conv2(self.relu(self.conv1(x)))))
+
+
+def _quantized(per_channel: bool, bias: bool) -> torch.fx.GraphModule:
+    torch.manual_seed(1)
+    torch.backends.quantized.engine = "x86"
+    model = Small(bias).eval()
+    if per_channel:
+        mapping = get_default_qconfig_mapping("x86")  # per-channel symmetric int8 weights
+    else:  # per-tensor affine int8 weights: a non-zero weight zero point
+        weight = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_affine)
+        activation = MinMaxObserver.with_args(dtype=torch.quint8, reduce_range=True)
+        mapping = QConfigMapping().set_global(QConfig(activation=activation, weight=weight))
+    calibration = torch.rand(16, 3, 10, 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_fx(model, mapping, (calibration[:1],))
+        with torch.no_grad():
+            prepared(calibration)
+        return convert_fx(prepared)
+
+
+CASES = [(pc, b) for pc in (True, False) for b in (True, False)]
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{'pc' if pc else 'pt'}-{'b' if b else 'nob'}" for pc, b in CASES])
+def quantized(request: pytest.FixtureRequest) -> tuple[torch.fx.GraphModule, bool, bool]:
+    return _quantized(*request.param), *request.param
+
+
+def _batch(seed: int = 0) -> np.ndarray:
+    # a little outside the calibration range, so some outputs saturate
+    return (np.random.default_rng(seed).random((BATCH, 3, 10, 10), np.float32) * SPAN).astype(np.float32)
+
+
+def _module(gm: nn.Module, path: str) -> nn.Module:
+    return dict(gm.named_modules())[path]
+
+
+def _requantize_f32(acc: np.ndarray, m: np.ndarray, zero: int, low: int) -> np.ndarray:
+    shape = (1, -1, *([1] * (acc.ndim - 2)))
+    return np.clip(np.rint(acc.astype(np.float32) * m.reshape(shape)) + zero, low, 255)
+
+
+def test_layers_are_read_from_the_modules(quantized) -> None:
+    gm, per_channel, bias = quantized
+    graph = integer_graph_for(gm)
+    assert [s.name for s in graph.layers] == ["conv1", "conv2", "fc"]
+    assert graph.notes == () and graph.runtime == "torch (x86 engine)"
+    assert graph.input_q.scale == pytest.approx(float(gm.conv1_input_scale_0), rel=1e-7)
+    assert graph.input_q.zero_point == int(gm.conv1_input_zero_point_0) and graph.input_q.dtype == "uint8"
+    for step in graph.layers:
+        module = _module(gm, step.name)
+        weight = module.weight()
+        assert np.array_equal(step.weight, weight.int_repr().numpy())
+        if per_channel:
+            assert weight.qscheme() == torch.per_channel_affine  # stored so, symmetric (zero points 0)
+            assert np.array_equal(step.weight_scale, weight.q_per_channel_scales().numpy().astype(np.float32))
+            assert np.all(step.weight_zero_point == 0)
+        else:
+            assert np.all(step.weight_scale == np.float32(weight.q_scale()))
+            assert np.all(step.weight_zero_point == weight.q_zero_point())
+        assert step.output.scale == pytest.approx(module.scale, rel=1e-7)
+        assert step.output.zero_point == module.zero_point
+        assert step.relu == (step.name == "conv1")  # the ReLU is fused into conv1 by FX
+        if bias:
+            b = module.bias().detach().numpy().astype(np.float64)
+            exact = b / (np.float64(step.inputs[0].scale) * step.weight_scale.astype(np.float64))
+            assert np.all(np.abs(step.bias - exact) <= 0.5 + 1e-3)  # round(bias / (s_in·s_w))
+        else:
+            assert step.bias is None
+        if step.kind == "conv":
+            assert step.attrs["strides"] == list(module.stride)
+            assert step.attrs["pads"] == [*module.padding, *module.padding]
+    # each layer's input is the tensor the previous integer step made (the quantized input for the first)
+    by_output = {s.output.name: s for s in graph.steps}
+    assert graph.layers[0].inputs[0] == graph.input_q
+    assert by_output[graph.layers[1].inputs[0].name].name == "conv1"
+    assert by_output[graph.layers[2].inputs[0].name].kind == "reshape"
+    assert graph.output_q == graph.layers[-1].output
+
+
+def test_reference_against_torchs_own_modules(quantized) -> None:
+    """Per layer: the view's taps are what the module makes of its input, and every figure of ``LayerStats``
+    equals numpy's recomputation from torch's integers."""
+    gm, _, _ = quantized
+    graph = integer_graph_for(gm)
+    taps = sorted({t.name for s in graph.layers for t in (*s.inputs, s.output)})
+    capture = integer_tapper_for(gm, taps)(_batch())
+    values = {t: to_integers(v) for t, v in capture.values.items()}
+    raw = capture.values
+    with torch.no_grad():
+        expected_output = gm(torch.from_numpy(_batch())).numpy()
+    assert np.array_equal(capture.output, expected_output)
+    for step in graph.layers:
+        module = _module(gm, step.name)
+        q_in = raw[step.inputs[0].name]
+        assert (q_in.q_scale(), q_in.q_zero_point()) == pytest.approx((step.inputs[0].scale, step.inputs[0].zero_point))
+        with torch.no_grad():
+            theirs = module(q_in if step.kind == "conv" else q_in.reshape(len(q_in), -1)).int_repr().numpy()
+        assert np.array_equal(values[step.output.name], theirs)
+
+        stats = LayerStats(step)
+        by_float, by_fixed = stats.update(values[step.inputs[0].name], theirs)
+        result = stats.result()
+        # numpy's own accumulator, in float64 (exact here), with the int32 bias
+        x = values[step.inputs[0].name].astype(np.float64) - step.inputs[0].zero_point
+        w = step.weight.astype(np.float64) - step.weight_zero_point.reshape(-1, *([1] * (step.weight.ndim - 1)))
+        if step.kind == "conv":
+            acc = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=step.attrs["strides"],
+                           padding=step.attrs["pads"][:2]).numpy()  # fmt: skip
+        else:
+            acc = x.reshape(len(x), -1) @ w.T
+        shape = (1, -1, *([1] * (acc.ndim - 2)))
+        if step.bias is not None:
+            acc = acc + step.bias.reshape(shape)
+        axes = tuple(a for a in range(acc.ndim) if a != 1)
+        assert np.array_equal(result.observed, np.abs(acc).max(axis=axes).astype(np.int64))
+        assert np.all(result.observed <= result.bound)
+        s_in, s_out = np.float32(step.inputs[0].scale), np.float32(step.output.scale)
+        m = (s_in * step.weight_scale.astype(np.float32) / s_out).astype(np.float32)
+        low = step.output.zero_point if step.relu else 0
+        ours = _requantize_f32(acc, m, step.output.zero_point, low)
+        assert np.array_equal(by_float, ours)
+        diff = np.abs(ours - theirs)
+        assert result.float_mismatch.count == np.count_nonzero(diff)
+        assert result.float_mismatch.max_lsb == int(diff.max())
+        assert result.float_mismatch.max_lsb <= 1  # the float bias, rounded to int32, tips a value by one at most
+        assert result.fixed_mismatch.count == np.count_nonzero(by_fixed != theirs)
+        assert result.saturation_max == pytest.approx(np.mean(theirs == 255))
+        if step.bias is None:  # no bias to round: the int32 reference is torch's result exactly
+            assert result.float_mismatch.count == 0, step.name
+
+
+def test_fbgemms_float_bias_accounts_for_every_mismatch(quantized) -> None:
+    """torch's x86 kernel (fbgemm) adds ``bias / (s_in·s_w)`` unrounded in float32, then multiplies by M and
+    rounds: computed so here from torch's integers, it equals torch's outputs exactly. The reference's 1-LSB
+    differences are that rounding of the bias to int32, nothing else."""
+    gm, _, bias = quantized
+    graph = integer_graph_for(gm)
+    taps = sorted({t.name for s in graph.layers for t in (*s.inputs, s.output)})
+    values = {t: to_integers(v) for t, v in integer_tapper_for(gm, taps)(_batch(3)).values.items()}
+    for step in graph.layers:
+        module = _module(gm, step.name)
+        x = values[step.inputs[0].name].astype(np.float64) - step.inputs[0].zero_point
+        w = step.weight.astype(np.float64) - step.weight_zero_point.reshape(-1, *([1] * (step.weight.ndim - 1)))
+        if step.kind == "conv":
+            raw = F.conv2d(torch.from_numpy(x), torch.from_numpy(w), stride=step.attrs["strides"],
+                           padding=step.attrs["pads"][:2]).numpy()  # fmt: skip
+        else:
+            raw = x.reshape(len(x), -1) @ w.T
+        shape = (1, -1, *([1] * (raw.ndim - 2)))
+        product = (np.float32(step.inputs[0].scale) * step.weight_scale.astype(np.float32)).astype(np.float32)
+        total = raw.astype(np.float32)
+        if bias:
+            total = total + (module.bias().detach().numpy().astype(np.float32) / product).reshape(shape)
+        m = (product / np.float32(step.output.scale)).astype(np.float32)
+        low = step.output.zero_point if step.relu else 0
+        fbgemm = np.clip(np.rint(total * m.reshape(shape)) + step.output.zero_point, low, 255)
+        assert np.array_equal(fbgemm, values[step.output.name]), step.name
+
+
+def test_the_steps_between_layers_run_as_torch_runs_them() -> None:
+    gm = _quantized(True, True)
+    graph = integer_graph_for(gm)
+    reshape = next(s for s in graph.steps if s.kind == "reshape")
+    taps = [reshape.inputs[0].name, reshape.output.name]
+    values = {t: to_integers(v) for t, v in integer_tapper_for(gm, taps)(_batch()).values.items()}
+    ours = run_step(reshape, [values[reshape.inputs[0].name]], fixed=False)
+    assert np.array_equal(ours, values[reshape.output.name])
+
+
+def test_a_model_that_is_not_fx_or_torchscript_says_so() -> None:
+    assert integer_graph_for(Small(True).eval()) is None
+
+
+def test_a_tap_that_names_nothing_is_refused() -> None:
+    from quantcore.errors import InvalidModelError
+
+    with pytest.raises(InvalidModelError, match="no node named 'nowhere'"):
+        integer_tapper_for(_quantized(True, False), ["nowhere"])
