@@ -121,9 +121,12 @@ def test_torch_json_equals_the_packed_weights(exported: Path) -> None:
         scales = weight.q_per_channel_scales().numpy()
         assert layer["weights"]["scale"] == [float(np.float32(s)) for s in scales]
         assert layer["weights"]["zero_point"] == weight.q_per_channel_zero_points().tolist()
-        s_in, s_out = layer["input"]["scale"], float(module.scale)
+        # the output's scale and zero point as the module's own output carries them
+        probe_shape = (1, weight.shape[1], *([8, 8] if weight.ndim == 4 else []))
+        out = module(torch.quantize_per_tensor(torch.zeros(probe_shape), layer["input"]["scale"], 0, torch.quint8))
+        s_in, s_out = layer["input"]["scale"], out.q_scale()
         assert layer["output"]["scale"] == pytest.approx(s_out, rel=1e-7)
-        assert layer["output"]["zero_point"] == int(module.zero_point)
+        assert layer["output"]["zero_point"] == out.q_zero_point()
         product = np.float32(s_in) * scales.astype(np.float32)
         assert layer["bias"] == np.rint(bias.detach().numpy() / product).astype(int).tolist()
         expected = [_tflite_shift(float(np.float32(s_in)) * float(np.float32(s)) / layer["output"]["scale"])

@@ -217,3 +217,32 @@ def test_a_tap_that_names_nothing_is_refused() -> None:
 
     with pytest.raises(InvalidModelError, match="no node named 'nowhere'"):
         integer_tapper_for(_quantized(True, False), ["nowhere"])
+
+
+def test_an_fx_int8_state_dict_folder_gets_the_whole_view(tmp_path) -> None:
+    """An int8 state_dict is rebuilt into an FX GraphModule on load: its layers, network run and export come
+    through the view like the bundled TorchScript's."""
+    from quantcore import load_model_variants
+    from quantcore.integer import integer_view
+    from quantcore.integer.export import write_exports
+    from quantcore.models.registry import quantize_fx
+    from quantcore.models.resnet8 import build_resnet8
+
+    torch.manual_seed(0)
+    model = quantize_fx(build_resnet8(None).eval(), torch.rand(16, 3, 32, 32))
+    torch.save(model.state_dict(), tmp_path / "net_int8.pt")
+    variants = load_model_variants(tmp_path)
+    loaded = variants.model("pytorch_int8")
+    assert isinstance(loaded, torch.fx.GraphModule)
+    report = integer_view(variants, images=8, batch_size=4)
+    result = report.variant("pytorch_int8")
+    assert result is not None and result.runtime == "torch (x86 engine)"
+    assert [layer.step.name for layer in result.layers][:3] == ["conv1", "stack1.conv1", "stack1.conv2"]
+    assert len(result.layers) == 10 and all(layer.images == 8 for layer in result.layers)
+    run = result.network_fixed
+    assert run.stopped is None and run.images == 8
+    for layer in result.layers:
+        assert np.all(layer.observed <= layer.bound)
+        assert layer.float_mismatch.max_lsb <= 1, layer.step.name
+    written = write_exports([result], tmp_path / "out")
+    assert sorted(p.name for p in written) == ["pytorch_int8.h", "pytorch_int8.json"]
