@@ -47,6 +47,10 @@ def test_select_bundled_folder_shows_five_variants(page: Page, bundled_server: S
     expect(status).to_contain_text("Loaded 5 of 5 variants from resnet8")
     expect(page.locator("#qp-header")).to_contain_text("Showing resnet8: 5 of 5 variants loaded")
     expect(page.locator("#qp-variants")).to_contain_text("pytorch_int8")
+    # The README's picture: what a user sees once the load and the views it starts have settled.
+    expect(page.locator("#qp-layers-table")).to_be_visible()
+    page.wait_for_function("() => document.querySelectorAll('.progress-text, .eta-bar, .pending').length === 0")
+    page.screenshot(path=screenshot_path(tmp_path))
     # The JSON summary is folded under the overview; unfolded, it is the whole summary as before.
     open_accordion(page, "qp-summary-section")
     summary = page.locator("#qp-summary")
@@ -56,8 +60,6 @@ def test_select_bundled_folder_shows_five_variants(page: Page, bundled_server: S
     assert text.count('"status":"loaded"') == 5
     assert '"folder":"resnet8"' in text
     assert quantcore.cache_info().loads == 1
-
-    page.screenshot(path=screenshot_path(tmp_path))
 
 
 def test_ticking_a_model_file_loads_its_folder_from_cache(page: Page, bundled_server: Server) -> None:
