@@ -118,14 +118,22 @@ def zoo_build(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Any]:
     return get
 
 
+# Markers whose tests run only when asked for: ``-m <marker>`` or the environment variable set to the value.
+ON_REQUEST = {"zoo_full": ("QP_ZOO", "full"), "crowd_long": ("QP_CROWD", "long")}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The whole model-zoo corpus (marker ``zoo_full``) runs only when asked for: ``-m zoo_full`` or QP_ZOO=full.
+    """The whole model-zoo corpus (``zoo_full``: ``-m zoo_full`` or QP_ZOO=full) and the long crowd
+    (``crowd_long``: ``-m crowd_long`` or QP_CROWD=long) run only when asked for.
 
     The rest are deselected, which pytest reports in its summary line.
     """
-    if "zoo_full" in (config.getoption("markexpr") or "") or os.environ.get("QP_ZOO", "").lower() == "full":
-        return
-    deselected = [item for item in items if item.get_closest_marker("zoo_full") is not None]
+    markexpr = config.getoption("markexpr") or ""
+    held = {
+        marker for marker, (variable, value) in ON_REQUEST.items()
+        if marker not in markexpr and os.environ.get(variable, "").lower() != value
+    }  # fmt: skip
+    deselected = [item for item in items if any(item.get_closest_marker(marker) for marker in held)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if item.get_closest_marker("zoo_full") is None]
+        items[:] = [item for item in items if item not in deselected]
