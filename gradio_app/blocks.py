@@ -17,7 +17,7 @@ from typing import Any
 import gradio as gr
 
 from gradio_app import handlers, input_panel, links, overview, render, report, uploads
-from gradio_app.common import FOLDER_EVENTS, HUB_EVENTS, PRIVATE, Page, gate_heavy_events
+from gradio_app.common import DOWNLOADS_KEPT_S, FOLDER_EVENTS, HUB_EVENTS, PRIVATE, Page, gate_heavy_events
 from gradio_app.explorer import ConfinedFileExplorer
 from gradio_app.tabs import integer, layer_error, layers, predictions, quantize, scorecard, weights
 from quantcore import settings
@@ -223,7 +223,8 @@ def build_demo() -> gr.Blocks:
         raise FileNotFoundError(f"models folder not found: {root} (set --models-dir or QP_MODELS_DIR)")
     uploads.install()  # an upload opens only for the browser session that made it
     # No usage analytics: the app sends nothing off the machine unless asked to (a Hub pull, --share).
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    sweep = (DOWNLOADS_KEPT_S, DOWNLOADS_KEPT_S)  # every hour, what is older than an hour leaves Gradio's cache
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=sweep) as demo:
         header = overview.build_header()
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import shutil
 import tempfile
+import time
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -62,6 +64,10 @@ HEAVY_EVENTS: dict[str, Any] = {"concurrency_id": "heavy", "concurrency_limit": 
 # so it has its own group (queued behind neither heavy nor light work) and takes a heavy slot only when it runs.
 LINKED_EVENTS: dict[str, Any] = {"concurrency_id": "linked", "concurrency_limit": HEAVY_ADMITTED}
 PRIVATE: dict[str, Any] = {"api_visibility": "private"}
+# Files offered for download (reports, exports, recipes) are kept this long; Gradio's copies of them, and
+# of uploads, are swept from its cache on the same clock (``gr.Blocks(delete_cache=...)`` in blocks).
+DOWNLOADS_KEPT_S = 3600
+DOWNLOADS_DIR_NAME = "qp-downloads"
 # The kind of heavy run the event in progress is, until a wrapper below takes its slot (then None).
 _HEAVY_KIND: ContextVar[str | None] = ContextVar("qp_heavy_kind", default=None)
 
@@ -284,5 +290,18 @@ def hidden_endpoint(handler: Callable[..., Any], inputs: list[Any], outputs: Any
 
 
 def download_folder(kind: str) -> Path:
-    """A new folder for files a client is offered to download (Gradio copies them into its own cache)."""
-    return Path(tempfile.mkdtemp(prefix=f"qp-{kind}-"))
+    """A new folder for files a client is offered to download (Gradio copies them into its own cache).
+
+    Every such folder lives under one parent, and those older than ``DOWNLOADS_KEPT_S`` are removed
+    whenever a new one is made: on a public server, reports and exports must not fill the disk.
+    """
+    parent = Path(tempfile.gettempdir()) / DOWNLOADS_DIR_NAME
+    parent.mkdir(mode=0o700, exist_ok=True)
+    cutoff = time.time() - DOWNLOADS_KEPT_S
+    for old in parent.iterdir():
+        try:
+            if old.is_dir() and not old.is_symlink() and old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:  # another process removed it first
+            continue
+    return Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=parent))
