@@ -11,7 +11,9 @@ slower); passive waits change nothing but speed (same files, bit for bit).
 Stages: train the core's ResNet8 (seeded, one-cycle schedule, light
 augmentation) -> export float ONNX -> ORT static QDQ quantization to S8S8 and
 U8S8 -> state_dict checkpoint -> torch.ao FX int8 saved as TorchScript ->
-reload every written file and measure it -> model_card.json and README.md.
+the two ONNX variants' recipes (``scripts/resnet8_recipes.py``, checked to
+make the same graphs) -> reload every written file and measure it ->
+model_card.json and README.md.
 Every figure in the card comes from the run that wrote the files.
 """
 
@@ -66,6 +68,7 @@ from scripts.resnet8_measure import (
     readme_text,
     targets_met,
 )
+from scripts.resnet8_recipes import NotReproducedError, write_bundled_recipes
 from scripts.resnet8_train import (
     TrainConfig,
     draw_rng,
@@ -229,7 +232,14 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         )
     save_checkpoint(model, out / VARIANT_FILES["pytorch_float"], common)
     save_torch_int8(model, out / VARIANT_FILES["pytorch_int8"], calibration, common)
-    log.info("wrote %s; measuring", ", ".join(VARIANT_FILES.values()))
+    log.info("wrote %s", ", ".join(VARIANT_FILES.values()))
+    recipes: list[str] = []
+    if args.train_per_class is None and source.folder is not None:
+        written = write_bundled_recipes(out, source.folder, seed=args.seed, per_class=args.calibration_per_class)
+        recipes = [p.relative_to(out).as_posix() for p in written]
+    else:  # a draw from a cut-down or derived train split is not one a recipe can name
+        log.info("no recipe.json for the ONNX int8/uint8 variants: calibrated on a limited or derived train split")
+    log.info("measuring")
 
     load_before = os.getloadavg()[0]
     results = measure_folder(out, test_data, samples, args.benchmark_runs)
@@ -298,7 +308,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         "reproduce": COMMANDS,
     }
     (out / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
-    (out / "README.md").write_text(readme_text(card))
+    (out / "README.md").write_text(readme_text(card, recipes))
     log.info("targets met: %s; fastest %s", card["targets"]["met"], card["fastest"])
     return card
 
@@ -380,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not card["targets"]["met"]:
             log.warning("targets missed: %s", card["targets"])
         return 0
-    except DatasetError as exc:
+    except (DatasetError, NotReproducedError) as exc:
         log.error("%s", exc)
         return 1
 

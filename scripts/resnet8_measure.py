@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,9 +145,17 @@ def targets_met(results: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- the card
 
 
-def readme_text(card: dict[str, Any]) -> str:
+def readme_text(card: dict[str, Any], recipes: Sequence[str] = ()) -> str:
+    """The folder's README.md from its card; ``recipes``: the ONNX variants' recipe.json files, if written."""
     arch, data, pre, bench = card["architecture"], card["dataset"], card["preprocessing"], card["benchmark"]
     training, calibration = card["training"], card["calibration"]
+    shipped = ""
+    if recipes:
+        listed = " and ".join(f"`{r}`" for r in recipes)
+        folder = f"models/{card['model']}"
+        shipped = (f"The ONNX variants' own recipes: {listed}, with no second copy of the models;\n"
+                   f"`python -m quantcore quantize {folder} --recipe {folder}/{recipes[0]} -o out/`\n"
+                   "makes the same graph and weights again.\n")  # fmt: skip
     rows = "\n".join(
         f"| `{r['file']}` | {key} | {r['bytes']:,} | {100 * r['test']['accuracy']:.2f} % "
         f"| {100 * r['samples']['accuracy']:.1f} % | {100 * r['test']['agreement_with_float']:.2f} % "
@@ -182,7 +191,7 @@ Training: {training["epochs"]} epochs, batch {training["batch_size"]}, {training
 Quantization: ONNX Runtime `quantize_static`, {calibration["method"]} calibration on {calibration["images"]}
 training images ({calibration["per_class"]} per class); `resnet8_int8.onnx` is S8S8, `resnet8_uint8.onnx` U8S8,
 both QDQ with per-channel int8 weights. `resnet8_int8.pt` is torch.ao FX int8 (x86), saved as TorchScript.
-
+{shipped}
 - Rebuild everything: `{card["reproduce"]["build"]}`
 - Re-measure these files against the card: `{card["reproduce"]["evaluate"]}`
 """

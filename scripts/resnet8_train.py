@@ -31,6 +31,7 @@ class DataSource:
     origin: str
     pixels: str  # how the stored images became 3x32x32 uint8
     load: Callable[[datasets.Split], LabelledImages]  # read on demand: --evaluate-only needs no train split
+    folder: Path | None = None  # the Fashion-MNIST folder read whole, which a recipe can name
 
 
 @dataclass(frozen=True)
@@ -81,15 +82,21 @@ def load_source(args: argparse.Namespace) -> DataSource:
         origin=f"Debian package dataset-fashion-mnist ({root})",
         pixels=FASHION_MNIST_PIXELS,
         load=lambda split: datasets.load_fashion_mnist(split, root),
+        folder=root,
     )
 
 
 _DRAWS = ("train", "test", "samples", "calibration", "split")
 
 
+def draw_seed(seed: int, draw: str) -> list[int]:
+    """The numpy seed of one draw: also what a recipe's calibration draw names."""
+    return [seed, _DRAWS.index(draw)]
+
+
 def draw_rng(seed: int, draw: str) -> np.random.Generator:
     # One stream per draw, so --evaluate-only can redo the test draw alone.
-    return np.random.default_rng([seed, _DRAWS.index(draw)])
+    return np.random.default_rng(draw_seed(seed, draw))
 
 
 def limit_per_class(data: LabelledImages, per_class: int | None, seed: int, draw: str) -> LabelledImages:

@@ -1,6 +1,6 @@
 """Recipes -> onnxruntime's quantize_static: each option changes the graph as ORT documents it, calibration
-is computed once per (float model, method, calibration set), recipe.json rebuilds the same file, and the
-bundled int8/uint8 variants are reproduced by their own recipes."""
+is computed once per (float model, method, calibration set) and recipe.json rebuilds the same file (the bundled
+int8/uint8 variants' own recipes: tests/test_bundled_recipes.py)."""
 
 from __future__ import annotations
 
@@ -13,26 +13,21 @@ import pytest
 from onnx import TensorProto, numpy_helper
 
 import quantcore
-from quantcore import settings
 from quantcore.data import datasets
 from quantcore.errors import RecipeError
 from quantcore.evaluate.batches import generated_inputs
-from quantcore.evaluate.inputs import make_samples, to_model_input, variant_spec
+from quantcore.evaluate.inputs import variant_spec
 from quantcore.inspect.drift import layer_drift
 from quantcore.inspect.layer_table import build_layer_table
 from quantcore.load import RecipeKey, VariantKey
 from quantcore.quantize import (
     Recipe,
-    calibration_from_inputs,
     calibration_runs,
     clear_calibration_cache,
     make_recipe,
-    quantize_recipe,
     weighted_nodes,
     with_results,
 )
-
-BUNDLED = settings.PROJECT_ROOT / "models" / "resnet8"
 
 
 @pytest.fixture
@@ -298,42 +293,3 @@ def test_no_float_onnx_variant_is_a_clear_refusal(folder: Path) -> None:
     (folder / "tiny.onnx").unlink()
     with pytest.raises(RecipeError, match="float ONNX variant"):
         _make(folder)
-
-
-# --------------------------------------------------------------- the bundled model
-
-
-def _bundled_calibration(variants: quantcore.ModelVariants) -> quantcore.quantize.CalibrationSet:
-    """The build's own calibration draw (scripts/build_resnet8.py), through the one input path."""
-    from scripts.resnet8_train import draw_rng
-
-    card = json.loads((BUNDLED / "model_card.json").read_text())
-    train = datasets.load_fashion_mnist("train", datasets.FASHION_MNIST_DIR)
-    picked, _ = datasets.stratified_split(train.labels, card["calibration"]["per_class"],
-                                          draw_rng(card["seed"], "calibration"))  # fmt: skip
-    spec = variant_spec(variants, VariantKey.ONNX_FLOAT)
-    samples, notes = make_samples(train.take(picked), spec, "Fashion-MNIST train", ("calibration",))
-    assert samples is not None, notes
-    inputs = to_model_input(samples.pixels(), spec)
-    np.testing.assert_array_equal(inputs, datasets.preprocess(train.images[picked]))  # as the build fed them
-    return calibration_from_inputs(inputs, "Fashion-MNIST train, 20 per class", {"kind": "fashion-mnist-train"})
-
-
-def test_the_bundled_recipes_reproduce_their_per_layer_sqnr() -> None:
-    variants = quantcore.load_model_variants(BUNDLED)
-    calibration = _bundled_calibration(variants)
-    float_model = variants.model(VariantKey.ONNX_FLOAT)
-    results = [
-        quantize_recipe(float_model, Recipe(name=f"bundled-{act}", activation=act, weight="int8", per_channel=True,
-                                            calibration="MinMax"), calibration)
-        for act in ("int8", "uint8")
-    ]  # fmt: skip
-    joined = with_results(variants, results)
-    report = layer_drift(joined, images=64, batch_size=64)
-    by = {d.variant: d for d in report.variants}
-    for bundled, made in ((VariantKey.ONNX_INT8, RecipeKey("bundled-int8")),
-                          (VariantKey.ONNX_UINT8, RecipeKey("bundled-uint8"))):  # fmt: skip
-        ours, theirs = np.array(by[made].sqnr_db, float), np.array(by[bundled].sqnr_db, float)
-        assert np.all(np.isfinite(theirs)) and len(ours) == len(theirs) == 10
-        np.testing.assert_allclose(ours, theirs, atol=0.01)
-        assert abs(by[made].output_sqnr_db - by[bundled].output_sqnr_db) <= 0.01
