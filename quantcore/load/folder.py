@@ -28,7 +28,8 @@ from quantcore.errors import (
 from quantcore.load.card import card_shape, input_shape_warnings, read_card
 from quantcore.load.discover import MANIFEST_NAME, discover, scan_folder
 from quantcore.load.files import LOADERS
-from quantcore.load.input_reading import Declared, read_input_specs
+from quantcore.load.input_declared import Declared
+from quantcore.load.input_reading import read_input_specs
 from quantcore.load.input_spec import InputSpec
 from quantcore.load.keys import Key, RecipeKey, Status, VariantKey, VariantRecord, key_order
 from quantcore.load.pulled import PulledVariants

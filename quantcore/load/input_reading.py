@@ -6,16 +6,22 @@ for the list); what makes no sense is named in a note and ignored.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from quantcore.backends import TensorSpec, backend_for, predictor_for
+from quantcore.load.input_declared import (
+    Declared,
+    DeclaredFields,
+    card_declarations,
+    metadata_declarations,
+    parse_json,
+    read_declared,
+)
 from quantcore.load.input_spec import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_RANGE,
@@ -28,63 +34,7 @@ from quantcore.load.keys import FLOAT_KEYS, Key, ModelFormat, Status, VariantKey
 
 logger = logging.getLogger(__name__)
 
-_PADDED_GREY = re.compile(r"(\d+)\s*x\s*(\d+)\s+gr[ae]y\b.*?padded by\s+(\d+)\s*px", re.IGNORECASE)
-_GREY = re.compile(r"\bgr[ae]y(scale)?\b", re.IGNORECASE)
 _COLOUR_CHANNELS = (1, 3, 4)
-
-
-# ------------------------------------------------------------- what is declared
-
-
-@dataclass(frozen=True)
-class Declared:
-    """One source's say about a variant's input and output (fields it does not say are absent)."""
-
-    source: str
-    input: Mapping[str, Any]
-    output: Any = None
-
-
-def _json(text: Any) -> Any:
-    if not isinstance(text, str):
-        return text
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        return None
-
-
-def card_declarations(card: Mapping[str, Any], source: str = "model_card.json") -> list[Declared]:
-    """What a model card says: ``"input"`` over the older ``"preprocessing"``, and ``"output"``."""
-    found = []
-    for name in ("input", "preprocessing"):
-        if isinstance(card.get(name), dict):
-            found.append(Declared(f"{source} ({name})", card[name], card.get("output") if name == "input" else None))
-    if not found and card.get("output") is not None:
-        found.append(Declared(source, {}, card.get("output")))
-    return found
-
-
-def _metadata(record: VariantRecord) -> list[Declared]:
-    preprocessing = _json(record.details.get("metadata", {}).get("preprocessing"))
-    return [Declared(f"{record.file} metadata", preprocessing)] if isinstance(preprocessing, dict) else []
-
-
-def _numbers(value: Any, what: str) -> tuple[float, ...]:
-    values = value if isinstance(value, list) else [value]
-    if not values or len(values) > 16 or not all(isinstance(v, int | float) and not isinstance(v, bool)
-                                                  and np.isfinite(v) for v in values):  # fmt: skip
-        raise ValueError(f"{what} must be a number or a list of numbers")
-    return tuple(float(v) for v in values)
-
-
-def _sizes(value: Any, what: str, count: int | None = None) -> tuple[int, ...]:
-    values = value if isinstance(value, list) else [value]
-    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65536 for v in values):
-        raise ValueError(f"{what} must be positive whole numbers")
-    if count is not None and len(values) != count:
-        raise ValueError(f"{what} must have {count} values")
-    return tuple(values)
 
 
 # ------------------------------------------------------------------ the model
@@ -147,69 +97,7 @@ def _first_channels(model: Any) -> int | None:
 # --------------------------------------------------------------- one variant
 
 
-class _Fields:
-    """Fields gathered from the sources, highest first: a field once set is kept."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
-        self.sources: dict[str, str] = {}
-        self.notes: list[str] = []
-
-    def offer(self, name: str, value: Any, source: str) -> None:
-        if value is not None and name not in self.values:
-            self.values[name] = value
-            self.sources[name] = source
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self.values.get(name, default)
-
-
-def _read_declared(fields: _Fields, declared: Declared) -> None:
-    """Offer everything one source says; a value that makes no sense is named in a note and ignored."""
-    spec, source = declared.input, declared.source
-    readers = {
-        "layout": lambda v: Layout.from_text(v),
-        "range": lambda v: _numbers(v, "range"),
-        "mean": lambda v: _numbers(v, "mean"),
-        "std": lambda v: _numbers(v, "std"),
-        "channels": lambda v: _sizes(v, "channels", 1)[0],
-        "size": lambda v: _sizes(v, "size") * (2 if isinstance(v, int) else 1),
-        "shape": lambda v: _sizes(v, "shape"),
-        "dtype": lambda v: str(np.dtype(str(v))),
-    }
-    for name, read in readers.items():
-        if spec.get(name) is None:
-            continue
-        try:
-            value = read(spec[name])
-        except (ValueError, TypeError) as exc:
-            fields.notes.append(f"{source}: {name} ignored ({exc})")
-            continue
-        if name == "range" and (len(value) != 2 or value[0] >= value[1]):
-            fields.notes.append(f"{source}: range ignored (give [low, high] with low < high)")
-            continue
-        if name == "std" and any(v == 0 for v in value):
-            fields.notes.append(f"{source}: std ignored (a zero would divide by zero)")
-            continue
-        if name == "size" and len(value) != 2:
-            fields.notes.append(f"{source}: size ignored (give [height, width] or one number)")
-            continue
-        fields.offer(name, value, source)
-    pixels = str(spec.get("pixels") or "")
-    padded = _PADDED_GREY.search(pixels)
-    if padded is not None:
-        fields.offer("grey", True, source)
-        fields.offer("pad", int(padded.group(3)), source)
-    elif _GREY.search(pixels):
-        fields.offer("grey", True, source)
-    if declared.output is not None:
-        try:
-            fields.offer("output", OutputKind(str(declared.output).strip().lower()), source)
-        except ValueError:
-            fields.notes.append(f"{source}: output must be one of {', '.join(OutputKind)}")
-
-
-def _from_graph(fields: _Fields, model: Any, record: VariantRecord) -> tuple[int | None, ...] | None:
+def _from_graph(fields: DeclaredFields, model: Any, record: VariantRecord) -> tuple[int | None, ...] | None:
     """What the model itself declares; returns the declared sample dims (None where symbolic)."""
     backend = backend_for(model)
     declared: tuple[TensorSpec, ...] = backend.inputs(model)
@@ -238,7 +126,7 @@ def _from_graph(fields: _Fields, model: Any, record: VariantRecord) -> tuple[int
 
 
 def _shape_and_layout(
-    fields: _Fields, dims: tuple[int | None, ...] | None, model: Any, sibling: InputSpec | None, may_probe: bool
+    fields: DeclaredFields, dims: tuple[int | None, ...] | None, model: Any, sibling: InputSpec | None, may_probe: bool
 ) -> tuple[tuple[int, ...], Layout]:
     layout: Layout | None = fields.get("layout")
     if dims is not None and len(dims) > 0:
@@ -300,11 +188,11 @@ def variant_spec(
     Raises:
         ValueError: the model's input is of a kind no view can feed (e.g. 5-D).
     """
-    fields = _Fields()
+    fields = DeclaredFields()
     for say in declared:
-        _read_declared(fields, say)
-    for say in _metadata(record):
-        _read_declared(fields, say)
+        read_declared(fields, say)
+    for say in metadata_declarations(record):
+        read_declared(fields, say)
     dims = _from_graph(fields, record.model, record)
     if sibling is not None and dims is None:
         for name in ("range", "mean", "std", "grey", "pad"):
@@ -325,7 +213,7 @@ def variant_spec(
     return _checked(spec, fields)
 
 
-def _checked(spec: InputSpec, fields: _Fields) -> InputSpec:
+def _checked(spec: InputSpec, fields: DeclaredFields) -> InputSpec:
     """The spec with what does not fit it dropped, each with a note."""
     changes: dict[str, Any] = {}
     if spec.is_image:
@@ -370,7 +258,7 @@ def _share_inferred_range(specs: dict[Key, InputSpec], notes: list[str]) -> None
 def _labels(records: Mapping[Key, VariantRecord], card: Mapping[str, Any]) -> tuple[str, ...] | None:
     for record in records.values():
         if record.status is Status.LOADED:
-            labels = _json(record.details.get("metadata", {}).get("labels"))
+            labels = parse_json(record.details.get("metadata", {}).get("labels"))
             if isinstance(labels, list) and labels:
                 return tuple(str(n) for n in labels)
     labels = card.get("labels")
