@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from quantcore.data import datasets
+from quantcore.data import cifar, datasets
 from quantcore.data.datasets import LabelledImages
 from quantcore.models.resnet8 import build_resnet8
 
@@ -60,7 +60,7 @@ def load_source(args: argparse.Namespace) -> DataSource:
             licence="no licence stated by its authors; see https://www.cs.toronto.edu/~kriz/cifar.html",
             origin=f"cifar-10-batches-py folder {args.cifar10}",
             pixels="32x32 RGB as stored",
-            load=lambda split: datasets.load_cifar10(args.cifar10, split),
+            load=lambda split: cifar.load_cifar10(args.cifar10, split),
         )
     if args.from_samples:
         # For smoke builds where Debian's package is absent: split the shipped subset in two.

@@ -27,7 +27,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from quantcore import settings
-from quantcore.data import datasets
+from quantcore.data import cifar, datasets
 from quantcore.errors import DatasetError, InvalidImageError, ModelTooLargeError
 from quantcore.evaluate.images import image_to_pixels
 from quantcore.evaluate.inputs import InputSpec
@@ -162,11 +162,11 @@ def test_cifar_batches_are_capped_and_never_arrays_of_references(tmp_path: Path)
         pickle.dump({b"data": [row] * 200_000, b"labels": [0] * 200_000}, f, protocol=2)
     assert (tmp_path / "test_batch").stat().st_size < 1024 * 1024
     with memory_use() as used, pytest.raises(DatasetError, match=r"test_batch: expected uint8 data \(N, 3072\)"):
-        datasets.load_cifar10(tmp_path, "test")
+        cifar.load_cifar10(tmp_path, "test")
     assert used.rise_mb < RISE_MB, used
     settings.configure(max_dataset_bytes=5000)  # over the 4 KB of batches.meta, under the test batch
     with pytest.raises(DatasetError, match=r"test_batch is over the 0\.0 MB limit \(QP_MAX_DATASET_MB\)"):
-        datasets.load_cifar10(tmp_path, "test")
+        cifar.load_cifar10(tmp_path, "test")
 
 
 # ------------------------------------------------------------------ the app

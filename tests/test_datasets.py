@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantcore.data import datasets
+from quantcore.data import cifar, datasets
 from quantcore.data.datasets import LabelledImages
 from quantcore.errors import DatasetError
 
@@ -38,7 +38,7 @@ def write_cifar10(folder: Path, per_batch: int = 10, protocol: int = 2) -> None:
     names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": names, b"num_cases_per_batch": per_batch, b"num_vis": 3072}, f, protocol)
-    for name in [*datasets.CIFAR10_FILES["train"], *datasets.CIFAR10_FILES["test"]]:
+    for name in [*cifar.CIFAR10_FILES["train"], *cifar.CIFAR10_FILES["test"]]:
         batch = {
             b"batch_label": name.encode(),
             b"labels": [i % 10 for i in range(per_batch)],
@@ -100,7 +100,7 @@ def test_debian_fashion_mnist_test_split_is_balanced() -> None:
 @pytest.mark.parametrize("protocol", [2, 5])
 def test_load_cifar10_reads_the_python_batches(tmp_path: Path, protocol: int) -> None:
     write_cifar10(tmp_path, per_batch=10, protocol=protocol)
-    train, test = datasets.load_cifar10(tmp_path, "train"), datasets.load_cifar10(tmp_path, "test")
+    train, test = cifar.load_cifar10(tmp_path, "train"), cifar.load_cifar10(tmp_path, "test")
     assert (len(train), len(test)) == (50, 10)
     assert train.label_names[0] == "airplane" and train.label_names[-1] == "truck"
     with open(tmp_path / "test_batch", "rb") as f:
@@ -123,18 +123,18 @@ def test_load_cifar10_refuses_a_pickle_that_would_run_code(tmp_path: Path) -> No
     with open(tmp_path / "test_batch", "wb") as f:
         pickle.dump({b"data": _RunsCode(marker), b"labels": [0]}, f)
     with pytest.raises(DatasetError, match="refusing to load"):
-        datasets.load_cifar10(tmp_path, "test")
+        cifar.load_cifar10(tmp_path, "test")
     assert not marker.exists()
 
 
 def test_load_cifar10_rejects_wrong_shapes_and_missing_files(tmp_path: Path) -> None:
     with pytest.raises(DatasetError):
-        datasets.load_cifar10(tmp_path, "train")
+        cifar.load_cifar10(tmp_path, "train")
     write_cifar10(tmp_path)
     with open(tmp_path / "test_batch", "wb") as f:
         pickle.dump({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, f)
     with pytest.raises(DatasetError, match="3072"):
-        datasets.load_cifar10(tmp_path, "test")
+        cifar.load_cifar10(tmp_path, "test")
 
 
 def _tiny(n_per_class: int = 4) -> LabelledImages:

@@ -6,8 +6,8 @@ those pixels into the model input, and ``PREPROCESSING`` describes the same
 transform in plain data so model files and cards can carry it.
 
 Sources: Fashion-MNIST as gzipped IDX (Debian's ``dataset-fashion-mnist``),
-CIFAR-10 as a ``cifar-10-batches-py`` folder, and ``samples.npz`` — the
-stratified test subset shipped beside the bundled model.
+CIFAR-10 as a ``cifar-10-batches-py`` folder (``quantcore.data.cifar``), and
+``samples.npz`` — the stratified test subset shipped beside the bundled model.
 
 Every file is opened through ``paths.open_within``: it must resolve inside the
 roots the caller names (by default the folder it is in), so a link to a file
@@ -20,17 +20,14 @@ message quotes a file's bytes.
 
 from __future__ import annotations
 
-import codecs
 import gzip
-import io
 import math
-import pickle
 import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
@@ -56,10 +53,6 @@ FASHION_MNIST_LABELS: tuple[str, ...] = (
 FASHION_MNIST_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
-CIFAR10_FILES = {
-    "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
-    "test": ("test_batch",),
 }
 
 IMAGE_SHAPE = (3, 32, 32)
@@ -121,7 +114,7 @@ def grey_to_rgb32(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(padded[:, None], 3, axis=1))
 
 
-def _open(path: Path, roots: Roots) -> BinaryIO:
+def open_data_file(path: Path, roots: Roots) -> BinaryIO:
     """``path`` opened for reading if it resolves inside ``roots`` (default: the folder it is in).
 
     Raises:
@@ -135,7 +128,8 @@ def _open(path: Path, roots: Roots) -> BinaryIO:
         raise DatasetError(f"cannot read {exc}") from None
 
 
-def _megabytes(size: float) -> str:
+def megabytes(size: float) -> str:
+    """A byte count as messages show it."""
     return f"{size / 2**20:,.1f} MB"
 
 
@@ -157,7 +151,7 @@ def read_idx_gz(path: Path, *, roots: Roots = None, max_bytes: int | None = None
     """
     limit = settings.current().max_dataset_bytes if max_bytes is None else max_bytes
     name = Path(path).name
-    with _open(path, roots) as raw:
+    with open_data_file(path, roots) as raw:
         try:
             with gzip.GzipFile(fileobj=raw, mode="rb") as f:
                 # Header: two zero bytes, type code 0x08 (unsigned byte), number of dimensions, then big-endian sizes.
@@ -171,8 +165,8 @@ def read_idx_gz(path: Path, *, roots: Roots = None, max_bytes: int | None = None
                 size = math.prod(shape)
                 if size * grow > limit:
                     raise DatasetError(
-                        f"{name} declares {shape}: {_megabytes(size * grow)} once read, over the "
-                        f"{_megabytes(limit)} limit (QP_MAX_DATASET_MB); nothing of it was decompressed"
+                        f"{name} declares {shape}: {megabytes(size * grow)} once read, over the "
+                        f"{megabytes(limit)} limit (QP_MAX_DATASET_MB); nothing of it was decompressed"
                     )
                 body = f.read(size)
                 if len(body) != size or f.read(1):
@@ -213,101 +207,6 @@ def load_fashion_mnist(
         )
     shaped = images[:, None] if as_stored else grey_to_rgb32(images)
     return LabelledImages(shaped, labels.astype(np.int64), FASHION_MNIST_LABELS)
-
-
-class _Refused(pickle.UnpicklingError):
-    """The unpickler refused a global: the message is ours, naming what the file asked for."""
-
-
-class _ArrayOnlyUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, bytes and numpy arrays, and refuses every other global.
-
-    CIFAR-10's python batches are pickles; a folder handed to us may not be the
-    real thing, so nothing but array reconstruction may be imported while reading.
-    """
-
-    _ALLOWED: ClassVar[dict[tuple[str, str], Any]] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-        ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-        ("numpy.core.multiarray", "scalar"): np._core.multiarray.scalar,
-        ("numpy._core.multiarray", "scalar"): np._core.multiarray.scalar,
-        ("numpy.core.numeric", "_frombuffer"): np._core.numeric._frombuffer,
-        ("numpy._core.numeric", "_frombuffer"): np._core.numeric._frombuffer,
-        # Python 3 writes bytes as _codecs.encode(str, "latin1") in protocols < 3.
-        ("_codecs", "encode"): codecs.encode,
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return self._ALLOWED[(module, name)]
-        except KeyError:
-            raise _Refused(f"refusing to load {module}.{name}"[:200]) from None
-
-
-def _read_cifar_pickle(path: Path, roots: Roots) -> dict[Any, Any]:
-    limit = settings.current().max_dataset_bytes
-    with _open(path, roots) as f:
-        raw = f.read(limit + 1)
-    if len(raw) > limit:
-        raise DatasetError(f"{path.name} is over the {_megabytes(limit)} limit (QP_MAX_DATASET_MB)")
-    try:
-        content = _ArrayOnlyUnpickler(io.BytesIO(raw), encoding="bytes").load()
-    except _Refused as exc:
-        raise DatasetError(f"{path.name} is not a CIFAR-10 python batch: {exc}") from None
-    except Exception as exc:  # a hostile or corrupt pickle can raise almost anything; its text may quote bytes
-        raise DatasetError(f"{path.name} is not a CIFAR-10 python batch ({type(exc).__name__})") from None
-    if not isinstance(content, dict):
-        raise DatasetError(f"{path.name} is not a CIFAR-10 python batch (holds {type(content).__name__})")
-    return content
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def load_cifar10(folder: Path, split: Split, *, roots: Roots = None) -> LabelledImages:
-    """One split of CIFAR-10 from a standard ``cifar-10-batches-py`` folder.
-
-    The batch files are pickles; they are read with an unpickler that only
-    rebuilds numpy arrays and plain containers, never arbitrary classes, and
-    only when the file is within ``QP_MAX_DATASET_MB``.
-
-    Args:
-        folder: the ``cifar-10-batches-py`` folder.
-        split: ``"train"`` or ``"test"``.
-        roots: folders the files must resolve into (default: ``folder``).
-
-    Raises:
-        DatasetError: a file is missing, over the limit, refused by the unpickler, or malformed.
-        PathNotAllowedError: a file links outside ``roots``.
-    """
-    folder = Path(folder)
-    roots = roots if roots is not None else [folder]
-    meta = _read_cifar_pickle(folder / "batches.meta", roots)
-    names = meta.get(b"label_names", meta.get("label_names"))
-    if not isinstance(names, list) or not names or len(names) > 10_000:
-        raise DatasetError("batches.meta has no label_names")
-    images, labels = [], []
-    for name in CIFAR10_FILES[split]:
-        batch = _read_cifar_pickle(folder / name, roots)
-        data = batch.get(b"data", batch.get("data"))
-        batch_labels = batch.get(b"labels", batch.get("labels"))
-        # An array, and as many labels: never np.asarray over whatever the pickle built (a list of a
-        # million references to one array is a few bytes of pickle and gigabytes of array).
-        if (
-            not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072
-            or not (isinstance(batch_labels, list) or (isinstance(batch_labels, np.ndarray) and batch_labels.ndim == 1))
-            or len(batch_labels) != len(data)
-        ):  # fmt: skip
-            raise DatasetError(f"{name}: expected uint8 data (N, 3072) and N labels")
-        batch_labels = np.asarray(batch_labels)
-        if batch_labels.shape != (len(data),) or not np.issubdtype(batch_labels.dtype, np.integer):
-            raise DatasetError(f"{name}: expected uint8 data (N, 3072) and N labels")
-        images.append(data.reshape(-1, *IMAGE_SHAPE))  # rows are 1024 R, then G, then B values
-        labels.append(batch_labels.astype(np.int64))
-    return LabelledImages(np.concatenate(images), np.concatenate(labels), tuple(_text(n) for n in names))
 
 
 def save_samples(path: Path, data: LabelledImages) -> None:
@@ -354,7 +253,7 @@ def load_samples(path: Path, *, roots: Roots = None, max_bytes: int | None = Non
 
     limit = settings.current().max_samples_bytes if max_bytes is None else max_bytes
     name = Path(path).name
-    with _open(path, roots) as handle:
+    with open_data_file(path, roots) as handle:
         # The archive's own records first: how many members, and how much they inflate to.
         measured = measure_zip(handle, max_members=NPZ_MAX_MEMBERS, max_bytes=limit + 64 * 1024, what=name,
                                error=DatasetError, setting="QP_MAX_SAMPLES_MB")  # fmt: skip
@@ -370,8 +269,8 @@ def load_samples(path: Path, *, roots: Roots = None, max_bytes: int | None = Non
                     size, shape, dtype = _npy_bytes(member, f"{key}.npy", name)
                 if size > limit - total:
                     raise DatasetError(
-                        f"{name}: {key}.npy declares {shape} {dtype}: {_megabytes(size)}, over the "
-                        f"{_megabytes(limit)} limit (QP_MAX_SAMPLES_MB); nothing of it was loaded"
+                        f"{name}: {key}.npy declares {shape} {dtype}: {megabytes(size)}, over the "
+                        f"{megabytes(limit)} limit (QP_MAX_SAMPLES_MB); nothing of it was loaded"
                     )
                 total += size
         handle.seek(0)

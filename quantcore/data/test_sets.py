@@ -14,7 +14,7 @@ from pathlib import Path
 
 from quantcore import paths, settings
 from quantcore.cache import SingleFlightLRU
-from quantcore.data import datasets
+from quantcore.data import cifar, datasets
 from quantcore.errors import DatasetError, ModelNotFoundError, PathNotAllowedError
 
 MAX_SCAN_DEPTH = 2
@@ -131,7 +131,7 @@ def read_test_set(
     if kind is TestSetKind.FASHION_MNIST:
         names = datasets.FASHION_MNIST_FILES[split]
     else:
-        names = (_TEST_FILES[kind][0], *datasets.CIFAR10_FILES[split])
+        names = (_TEST_FILES[kind][0], *cifar.CIFAR10_FILES[split])
     try:
         stats = tuple((n, (resolved / n).stat().st_size, (resolved / n).stat().st_mtime_ns) for n in names)
     except OSError:
@@ -141,7 +141,7 @@ def read_test_set(
         # Every file too must resolve inside the allowed roots, not just its folder.
         if kind is TestSetKind.FASHION_MNIST:
             return datasets.load_fashion_mnist(split, resolved, as_stored=True, roots=data_roots())
-        return datasets.load_cifar10(resolved, split, roots=data_roots())
+        return cifar.load_cifar10(resolved, split, roots=data_roots())
 
     data, _ = _TEST_SETS.get(f"{resolved}\x00{split}", (kind, stats), load)
     description = f"{kind} {split} split, {len(data):,} images ({resolved.name})"
