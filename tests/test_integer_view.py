@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from onnx import TensorProto, helper
 
 from quantcore import load_model_variants
@@ -135,3 +136,58 @@ def test_whole_network_agrees_or_says_where_it_diverges(report: IntegerReport, v
     ours = run_step(first, [direct[first.inputs[0].name]], fixed=True)
     expected = int(np.count_nonzero(ours.astype(np.int64) != direct[first.output.name]))
     assert result.network_fixed.steps[0].mismatches == expected
+
+
+def _torch_quantized(values: np.ndarray, tensor) -> torch.Tensor:
+    return torch._make_per_tensor_quantized_tensor(torch.from_numpy(values), tensor.scale, tensor.zero_point)
+
+
+def test_torchscript_layers_against_its_own_submodules(report: IntegerReport, variants) -> None:
+    """The bundled TorchScript int8 model: every layer's figures from torch's integers, recomputed by calling
+    the layer's own submodule on the quantized input and by numpy."""
+    model = variants.model(VariantKey.PYTORCH_INT8)
+    result = report.variant(VariantKey.PYTORCH_INT8)
+    assert result.runtime.startswith("torch") and len(result.layers) == 10
+    x = _inputs(variants, VariantKey.PYTORCH_INT8)
+    first = result.layers[0].input
+    quantized_input = torch.quantize_per_tensor(torch.from_numpy(x), first.scale, first.zero_point, torch.quint8)
+    assert first.scale == pytest.approx(float(model.conv1_input_scale_0), rel=1e-7)
+    taps = sorted({t.name for layer in result.layers for t in (layer.input, layer.output)})
+    from quantcore.backends import integer_tapper_for, to_integers
+
+    values = {t: to_integers(v) for t, v in integer_tapper_for(model, taps)(x).values.items()}
+    assert np.array_equal(values[first.name], quantized_input.int_repr().numpy())
+    for layer in result.layers:
+        module = model
+        for part in layer.step.name.split("."):
+            module = getattr(module, part)
+        q_in = _torch_quantized(values[layer.input.name], layer.input)
+        theirs = module(q_in if layer.step.kind == "conv" else q_in.reshape(len(q_in), -1))
+        assert (theirs.q_scale(), theirs.q_zero_point()) == pytest.approx((layer.output.scale, layer.output.zero_point))
+        theirs = theirs.int_repr().numpy()
+        assert np.array_equal(values[layer.output.name], theirs), layer.step.name
+        ours = run_step(layer.step, [values[layer.input.name]], fixed=False)
+        diff = np.abs(ours.astype(np.int64) - theirs)
+        assert layer.float_mismatch.count == np.count_nonzero(diff), layer.step.name
+        assert layer.float_mismatch.max_lsb == int(diff.max(initial=0)) <= 1
+        assert layer.saturation_max == pytest.approx(float(np.mean(theirs == 255)))
+        assert np.all(layer.observed <= layer.bound)
+
+
+def test_torchscript_whole_network_against_torchs_answers(report: IntegerReport, variants) -> None:
+    result = report.variant(VariantKey.PYTORCH_INT8)
+    run = result.network_fixed
+    assert run.stopped is None and run.images == IMAGES
+    assert [s.kind for s in run.steps][-3:] == ["global_average_pool", "reshape", "dense"]
+    model = variants.model(VariantKey.PYTORCH_INT8)
+    x = _inputs(variants, VariantKey.PYTORCH_INT8)
+    with torch.no_grad():
+        torch_top1 = model(torch.from_numpy(x)).numpy().argmax(1)
+    # the network's own output integers, step by step from the quantized input, in fixed point
+    from quantcore.integer.network import quantize_input
+
+    env = {result.graph.input_q.name: quantize_input(x, result.graph.input_q)}
+    for step in result.graph.steps:
+        env[step.output.name] = run_step(step, [env[t.name] for t in step.inputs], fixed=True)
+    ours_top1 = env[result.graph.output_q.name].reshape(IMAGES, -1).argmax(1)
+    assert run.top1_agree == int(np.sum(ours_top1 == torch_top1))
