@@ -27,29 +27,30 @@ SPAN = 1.0
 class Small(nn.Module):
     """conv (stride 2, pad 1) -> ReLU -> conv (pad 1) -> flatten -> linear: what a tiny CNN is made of."""
 
-    def __init__(self, bias: bool) -> None:
+    def __init__(self, bias: bool, size: int = 10) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=bias)
         self.relu = nn.ReLU()
         self.conv2 = nn.Conv2d(8, 6, 3, padding=1, bias=bias)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(6 * 5 * 5, 5, bias=bias)
+        self.fc = nn.Linear(6 * (size // 2) ** 2, 5, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.flatten(self.conv2(self.relu(self.conv1(x)))))
 
 
-def _quantized(per_channel: bool, bias: bool) -> torch.fx.GraphModule:
+def _quantized(per_channel: bool, bias: bool, size: int = 10, span: float = SPAN) -> torch.fx.GraphModule:
+    """``Small`` quantized by FX for x86, calibrated on inputs uniform in [0, ``span``)."""
     torch.manual_seed(1)
     torch.backends.quantized.engine = "x86"
-    model = Small(bias).eval()
+    model = Small(bias, size).eval()
     if per_channel:
         mapping = get_default_qconfig_mapping("x86")  # per-channel symmetric int8 weights
     else:  # per-tensor affine int8 weights: a non-zero weight zero point
         weight = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_affine)
         activation = MinMaxObserver.with_args(dtype=torch.quint8, reduce_range=True)
         mapping = QConfigMapping().set_global(QConfig(activation=activation, weight=weight))
-    calibration = torch.rand(16, 3, 10, 10)
+    calibration = torch.rand(16, 3, size, size) * span
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prepared = prepare_fx(model, mapping, (calibration[:1],))
@@ -66,9 +67,29 @@ def quantized(request: pytest.FixtureRequest) -> tuple[torch.fx.GraphModule, boo
     return _quantized(*request.param), *request.param
 
 
-def _batch(seed: int = 0) -> np.ndarray:
-    # a little outside the calibration range, so some outputs saturate
-    return (np.random.default_rng(seed).random((BATCH, 3, 10, 10), np.float32) * SPAN).astype(np.float32)
+def _batch(seed: int = 0, span: float = SPAN) -> np.ndarray:
+    return (np.random.default_rng(seed).random((BATCH, 3, 10, 10), np.float32) * span).astype(np.float32)
+
+
+def _pair_saturated_conv(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.ndarray:
+    """Σ x·w as fbgemm's AVX2 u8·s8 kernel adds it: products in (kernel row, kernel column, channel) order,
+    two at a time in int16 with saturation (``vpmaddubsw``), then in int32. Zero points 0 on both sides."""
+    n, c, h, wd = x.shape
+    out, _, kh, kw = w.shape
+    padded = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    cols = np.zeros((n, oh, ow, kh, kw, c), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            window = padded[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride]
+            cols[:, :, :, i, j, :] = np.moveaxis(window, 1, -1)
+    cols = cols.reshape(n, oh, ow, -1)
+    weights = np.moveaxis(w.astype(np.int64), 1, -1).reshape(out, -1)
+    products = cols[..., None, :] * weights[None, None, None]
+    if products.shape[-1] % 2:
+        products = np.concatenate([products, np.zeros((*products.shape[:-1], 1), np.int64)], axis=-1)
+    pairs = np.clip(products[..., 0::2] + products[..., 1::2], -(2**15), 2**15 - 1)
+    return np.moveaxis(pairs.sum(axis=-1), -1, 1)
 
 
 def _module(gm: nn.Module, path: str) -> nn.Module:
@@ -246,3 +267,61 @@ def test_an_fx_int8_state_dict_folder_gets_the_whole_view(tmp_path) -> None:
         assert layer.float_mismatch.max_lsb <= 1, layer.step.name
     written = write_exports([result], tmp_path / "out")
     assert sorted(p.name for p in written) == ["pytorch_int8.h", "pytorch_int8.json"]
+
+
+def test_inputs_beyond_the_calibrated_range_overflow_fbgemms_int16_pairs() -> None:
+    """Calibrated on [0, 0.6) and fed [0, 1): the quantized inputs pass 127, pairs of u8·s8 products pass int16,
+    and fbgemm clips them. Emulated so from torch's integers, conv1 equals torch's output exactly; the exact
+    int32 reference differs by more than 1 LSB there, and the view says why."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability != "AVX2":
+        pytest.skip(f"torch runs {capability} kernels on this CPU; the int16 pair saturation emulated here is "
+                    "fbgemm's AVX2 path (a VNNI CPU sums in int32 and has none)")  # fmt: skip
+    gm = _quantized(True, False, span=0.6)
+    graph = integer_graph_for(gm)
+    conv1 = graph.layers[0]
+    values = {t: to_integers(v) for t, v in integer_tapper_for(gm, [conv1.inputs[0].name, conv1.output.name])(
+        _batch(span=1.0)).values.items()}  # fmt: skip
+    x, theirs = values[conv1.inputs[0].name], values[conv1.output.name]
+    assert x.max() > 127 and conv1.inputs[0].zero_point == 0 and np.all(conv1.weight_zero_point == 0)
+    acc = _pair_saturated_conv(x, conv1.weight, conv1.attrs["strides"][0], conv1.attrs["pads"][0])
+    s_in, s_out = np.float32(conv1.inputs[0].scale), np.float32(conv1.output.scale)
+    m = (s_in * conv1.weight_scale.astype(np.float32) / s_out).astype(np.float32)
+    assert np.array_equal(_requantize_f32(acc, m, conv1.output.zero_point, conv1.output.zero_point), theirs)
+
+    stats = LayerStats(conv1)
+    stats.update(x, theirs)
+    result = stats.result()
+    assert result.float_mismatch.max_lsb > 1
+    assert result.input_seen == (int(x.min()), int(x.max()))
+    from quantcore.backends.torch_integer import pair_overflow_note
+
+    note = pair_overflow_note("conv1", result.input_seen[1], conv1.weight, "x86")
+    assert note is not None and f"reach {x.max()}" in note
+    assert pair_overflow_note("conv1", 127, conv1.weight, "x86") is None  # 2·127·128 fits int16
+    assert pair_overflow_note("conv1", 255, conv1.weight, "qnnpack") is None
+
+
+def test_the_view_of_a_torchscript_folder_says_where_pairs_can_overflow(tmp_path) -> None:
+    """A TorchScript int8 model saved here, calibrated on [0, 0.6), run by the view on generated [0, 1) pixels."""
+    from quantcore import load_model_variants
+    from quantcore.evaluate.batches import sample_inputs
+    from quantcore.evaluate.inputs import input_spec, to_model_input, variant_spec
+    from quantcore.integer import integer_view
+
+    gm = _quantized(True, True, size=32, span=0.6)
+    torch.jit.save(torch.jit.trace(gm, torch.zeros(1, 3, 32, 32)), tmp_path / "small_int8.pt")
+    variants = load_model_variants(tmp_path, trusted=True)
+    report = integer_view(variants, images=8)
+    result = report.variant("pytorch_int8")
+    assert [layer.step.name for layer in result.layers] == ["conv1", "conv2", "fc"]
+    assert [s.kind for s in result.graph.steps] == ["conv", "conv", "reshape", "dense"]
+    inputs, _ = sample_inputs(variants, input_spec(variants), images=8)
+    pixels, _ = inputs.take(0, 8)
+    x = to_model_input(pixels, variant_spec(variants, "pytorch_int8"))
+    scale, zero = float(gm.conv1_input_scale_0), int(gm.conv1_input_zero_point_0)
+    quantized = torch.quantize_per_tensor(torch.from_numpy(x), scale, zero, torch.quint8).int_repr().numpy()
+    conv1 = result.layers[0]
+    assert conv1.input_seen == (int(quantized.min()), int(quantized.max()))
+    assert any(n.startswith(f"pytorch_int8: conv1: its uint8 inputs reach {quantized.max()}") for n in report.notes)
+    assert result.network_fixed.stopped is None and result.network_fixed.images == 8

@@ -107,3 +107,24 @@ def layer_step(
     note = FLOAT_BIAS_NOTE if bias_int is not None else None
     return IntegerStep(name, op, kind, (x,), y, np.ascontiguousarray(integers), scale, zero, dtype, bias_int, note,
                        attrs, relu)  # fmt: skip
+
+
+INT16_MAX = 2**15 - 1
+
+
+def pair_overflow_note(name: str, input_max: int, weight: np.ndarray, engine: str) -> str | None:
+    """Why torch's x86 kernel may give another result than any int32 kernel here, if it may.
+
+    fbgemm's AVX2 u8·s8 kernels (``vpmaddubsw``) add products two at a time in int16, saturating; torch's x86
+    qconfig calibrates activations to 0..127 (``reduce_range``) so that no pair can overflow. An input above
+    127 can make one overflow: torch's output there is then not the exact sum's.
+    """
+    if engine not in ("x86", "fbgemm"):
+        return None
+    widest = 2 * int(input_max) * int(np.abs(weight.astype(np.int64)).max(initial=0))
+    if widest <= INT16_MAX:
+        return None
+    return (f"{name}: its uint8 inputs reach {input_max} (above the 127 torch's x86 qconfig calibrates to); "
+            f"fbgemm's AVX2 kernels add u8·s8 products in pairs in int16, saturating, so a pair above {INT16_MAX} "
+            f"is clipped and torch's output there is not an int32 kernel's: mismatches beyond 1 LSB on this layer "
+            f"can come from that")  # fmt: skip

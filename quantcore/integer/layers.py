@@ -79,6 +79,7 @@ class LayerInteger:
     float_mismatch: Mismatch
     fixed_mismatch: Mismatch
     images: int
+    input_seen: tuple[int, int] = (0, 0)  # the smallest and largest stored input integer on the samples
 
     @property
     def input(self) -> IntTensor:
@@ -136,6 +137,7 @@ class LayerStats:
         self.at_max = np.zeros(channels, np.int64)
         self.per_channel = 0
         self.images = 0
+        self.input_seen: tuple[int, int] | None = None
         self.mismatch = {"float": [0, 0, 0], "fixed": [0, 0, 0]}
 
     def update(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -155,6 +157,10 @@ class LayerStats:
         self.at_max += (y == high).sum(axis=channel_axes)
         self.per_channel += int(y.size // max(step.channels, 1))
         self.images += len(y)
+        if x.size:
+            low_x, high_x = int(x.min()), int(x.max())
+            seen = self.input_seen or (low_x, high_x)
+            self.input_seen = (min(seen[0], low_x), max(seen[1], high_x))
         by_float, by_fixed = requantize_both(step, acc, self.requant)
         theirs = y.astype(np.int16)
         for mode, ours in (("float", by_float), ("fixed", by_fixed)):
@@ -171,6 +177,7 @@ class LayerStats:
         return LayerInteger(
             step, self.requant, fits, self.bound, self.observed, self.at_min, self.at_max, self.per_channel,
             Mismatch(*self.mismatch["float"]), Mismatch(*self.mismatch["fixed"]), self.images,
+            self.input_seen or (0, 0),
         )  # fmt: skip
 
 

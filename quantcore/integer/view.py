@@ -172,7 +172,9 @@ def integer_view(
         except Exception as exc:  # what ORT fused is a note on the rows, not a reason to drop the view
             notes.append(f"{key}: which layers onnxruntime fuses into integer kernels is unknown ({exc})")
             kernels = {}
-        results.append(VariantInteger(key, graph, tuple(s.result() for s in stats), net_float, net_fixed, kernels))
+        layers = tuple(s.result() for s in stats)
+        notes.extend(f"{key}: {n}" for n in _runtime_notes(graph, layers))
+        results.append(VariantInteger(key, graph, layers, net_float, net_fixed, kernels))
     seconds = time.perf_counter() - started
     logger.info("integer view: %d variant(s), %d image(s), %.2fs", len(results), inputs.count, seconds)
     return IntegerReport(tuple(results), inputs.count, inputs.description, seconds, tuple(dict.fromkeys(notes)))
@@ -183,6 +185,20 @@ def _kernels(model: object, graph: IntegerGraph) -> dict[str, str]:
     if graph.runtime == "onnxruntime":
         return kernel_ops(model, [s.output.name for s in graph.layers])
     return {s.output.name: s.op for s in graph.layers}
+
+
+def _runtime_notes(graph: IntegerGraph, layers: tuple[LayerInteger, ...]) -> list[str]:
+    """What the runtime's own kernels do that an int32 kernel does not, where the samples reach it."""
+    if not graph.runtime.startswith("torch"):
+        return []
+    import torch
+
+    from quantcore.backends.torch_integer import pair_overflow_note
+
+    engine = torch.backends.quantized.engine
+    found = [pair_overflow_note(layer.step.name, layer.input_seen[1], layer.step.weight, engine)
+             for layer in layers if layer.input.dtype == "uint8" and layer.step.weight is not None]  # fmt: skip
+    return [n for n in found if n]
 
 
 def cached_integer_view(
