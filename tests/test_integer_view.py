@@ -58,7 +58,9 @@ def _direct(variants, key: VariantKey, tensors: list[str], *, optimize: bool = T
 
 def test_every_quantized_variant_is_read(report: IntegerReport) -> None:
     assert [str(v.variant) for v in report.variants] == ["onnx_int8", "onnx_uint8", "pytorch_int8"]
-    assert report.notes == ()
+    # the TorchScript variant's interior uint8 inputs pass 127: said once, with what was measured
+    assert len(report.notes) == 1 and report.notes[0].startswith("pytorch_int8: uint8 inputs of")
+    assert report.notes[0].endswith("the largest mismatch of these layers on the samples is 1 LSB")
     for result in report.variants:
         assert len(result.layers) == 10  # nine convs and the dense layer
         assert result.layers[0].images == IMAGES

@@ -296,10 +296,23 @@ def test_inputs_beyond_the_calibrated_range_overflow_fbgemms_int16_pairs() -> No
     assert result.input_seen == (int(x.min()), int(x.max()))
     from quantcore.backends.torch_integer import pair_overflow_note
 
-    note = pair_overflow_note("conv1", result.input_seen[1], conv1.weight, "x86")
-    assert note is not None and f"reach {x.max()}" in note
-    assert pair_overflow_note("conv1", 127, conv1.weight, "x86") is None  # 2·127·128 fits int16
-    assert pair_overflow_note("conv1", 255, conv1.weight, "qnnpack") is None
+    note = pair_overflow_note([("conv1", result.input_seen, conv1.weight)], "x86")
+    assert note is not None and f"up to {x.max()}" in note and "conv1 " in note
+    assert pair_overflow_note([("conv1", (0, 127), conv1.weight)], "x86") is None  # 2·127·128 fits int16
+    assert pair_overflow_note([("conv1", (0, 255), conv1.weight)], "qnnpack") is None
+
+
+def test_overflowing_pairs_are_counted_as_fbgemm_pairs_them() -> None:
+    from quantcore.backends.torch_integer import overflowing_pairs
+
+    # one output channel, 2 kernel positions x 2 channels: K order (kh, kw, c) pairs (0,0,0)+(0,0,1), (0,1,*)
+    weight = np.array([[[[127, 0]], [[127, 0]]]], np.int8).reshape(1, 2, 1, 2)  # (O, C, KH, KW)
+    # channel pairs at each kernel position: (127, 127) and (0, 0)
+    assert overflowing_pairs(weight, (0, 129)) == (0, 2)  # 129·127·2 = 32766: fits
+    assert overflowing_pairs(weight, (0, 128)) == (0, 2)
+    assert overflowing_pairs(weight, (0, 130)) == (1, 2)
+    # dense (out, in): pairs of adjacent inputs; an odd length pairs the last with zero
+    assert overflowing_pairs(np.array([[-128, -128, 127]], np.int8), (0, 200)) == (1, 2)
 
 
 def test_the_view_of_a_torchscript_folder_says_where_pairs_can_overflow(tmp_path) -> None:
@@ -323,5 +336,13 @@ def test_the_view_of_a_torchscript_folder_says_where_pairs_can_overflow(tmp_path
     quantized = torch.quantize_per_tensor(torch.from_numpy(x), scale, zero, torch.quint8).int_repr().numpy()
     conv1 = result.layers[0]
     assert conv1.input_seen == (int(quantized.min()), int(quantized.max()))
-    assert any(n.startswith(f"pytorch_int8: conv1: its uint8 inputs reach {quantized.max()}") for n in report.notes)
+    from quantcore.backends.torch_integer import overflowing_pairs
+
+    risky, pairs = overflowing_pairs(conv1.step.weight, conv1.input_seen)
+    assert risky > 0
+    said = [n for n in report.notes if n.startswith("pytorch_int8: uint8 inputs of")]
+    assert len(said) == 1 and f"conv1 {risky} of {pairs}" in said[0]
+    largest = max(layer.float_mismatch.max_lsb for layer in result.layers)
+    assert said[0].endswith(f"the largest mismatch of these layers on the samples is {largest} LSB")
+    assert largest > 1  # and it did pass here
     assert result.network_fixed.stopped is None and result.network_fixed.images == 8

@@ -109,22 +109,42 @@ def layer_step(
                        attrs, relu)  # fmt: skip
 
 
-INT16_MAX = 2**15 - 1
+INT16_MIN, INT16_MAX = -(2**15), 2**15 - 1
 
 
-def pair_overflow_note(name: str, input_max: int, weight: np.ndarray, engine: str) -> str | None:
-    """Why torch's x86 kernel may give another result than any int32 kernel here, if it may.
+def overflowing_pairs(weight: np.ndarray, input_seen: tuple[int, int]) -> tuple[int, int]:
+    """(weight pairs whose int16 sum can pass int16 for inputs in ``input_seen``, all pairs) of one layer.
 
-    fbgemm's AVX2 u8·s8 kernels (``vpmaddubsw``) add products two at a time in int16, saturating; torch's x86
-    qconfig calibrates activations to 0..127 (``reduce_range``) so that no pair can overflow. An input above
-    127 can make one overflow: torch's output there is then not the exact sum's.
+    fbgemm's AVX2 u8·s8 kernels (``vpmaddubsw``) multiply the stored uint8 inputs by the stored int8 weights
+    and add the products two at a time in int16, saturating, along the reduction axis in (kernel row, kernel
+    column, channel) order; the zero points are corrected afterwards in int32.
+    """
+    low, high = input_seen
+    flat = (np.moveaxis(weight, 1, -1) if weight.ndim > 2 else weight).reshape(len(weight), -1).astype(np.int64)
+    if flat.shape[1] % 2:
+        flat = np.concatenate([flat, np.zeros((len(flat), 1), np.int64)], axis=1)
+    a, b = flat[:, 0::2], flat[:, 1::2]
+    top = np.maximum(a * low, a * high) + np.maximum(b * low, b * high)
+    bottom = np.minimum(a * low, a * high) + np.minimum(b * low, b * high)
+    return int(np.count_nonzero((top > INT16_MAX) | (bottom < INT16_MIN))), int(a.size)
+
+
+def pair_overflow_note(layers: list[tuple[str, tuple[int, int], np.ndarray]], engine: str) -> str | None:
+    """Where torch's x86 kernels may give another result than any int32 kernel, if anywhere.
+
+    ``layers``: (name, stored input range seen, stored weights) of each uint8-input layer. torch's x86 qconfig
+    calibrates activations to 0..127 (``reduce_range``) so that no pair of u8·s8 products can pass int16 in
+    fbgemm's AVX2 kernels (``overflowing_pairs``); inputs above 127 can make one: fbgemm clips it, and torch's
+    output there is not the exact sum's.
     """
     if engine not in ("x86", "fbgemm"):
         return None
-    widest = 2 * int(input_max) * int(np.abs(weight.astype(np.int64)).max(initial=0))
-    if widest <= INT16_MAX:
+    risky = [(name, seen[1], *overflowing_pairs(weight, seen)) for name, seen, weight in layers]
+    risky = [r for r in risky if r[2]]
+    if not risky:
         return None
-    return (f"{name}: its uint8 inputs reach {input_max} (above the 127 torch's x86 qconfig calibrates to); "
-            f"fbgemm's AVX2 kernels add u8·s8 products in pairs in int16, saturating, so a pair above {INT16_MAX} "
-            f"is clipped and torch's output there is not an int32 kernel's: mismatches beyond 1 LSB on this layer "
-            f"can come from that")  # fmt: skip
+    which = ", ".join(f"{name} {count} of {pairs}" for name, _, count, pairs in risky)
+    return (f"uint8 inputs of {len(risky)} layer(s) pass 127, the range torch's x86 qconfig calibrates to (up to "
+            f"{max(r[1] for r in risky)}); fbgemm's AVX2 kernels add u8·s8 products in pairs in int16 and clip "
+            f"them, and these weight pairs can then pass int16: {which}; where one does, torch's output is not an "
+            f"int32 kernel's")  # fmt: skip

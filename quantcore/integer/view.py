@@ -195,10 +195,13 @@ def _runtime_notes(graph: IntegerGraph, layers: tuple[LayerInteger, ...]) -> lis
 
     from quantcore.backends.torch_integer import pair_overflow_note
 
-    engine = torch.backends.quantized.engine
-    found = [pair_overflow_note(layer.step.name, layer.input_seen[1], layer.step.weight, engine)
-             for layer in layers if layer.input.dtype == "uint8" and layer.step.weight is not None]  # fmt: skip
-    return [n for n in found if n]
+    unsigned = [la for la in layers if la.input.dtype == "uint8" and la.step.weight is not None]
+    note = pair_overflow_note([(la.step.name, la.input_seen, la.step.weight) for la in unsigned],
+                              torch.backends.quantized.engine)  # fmt: skip
+    if note is None:
+        return []
+    largest = max(la.float_mismatch.max_lsb for la in unsigned)
+    return [f"{note}; the largest mismatch of these layers on the samples is {largest} LSB"]
 
 
 def cached_integer_view(
