@@ -24,14 +24,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import onnx
-
 from quantcore import load_model_variants
 from quantcore.data import datasets
 from quantcore.errors import QuantcoreError
 from quantcore.load import CARD_NAME, Status, VariantKey
 from quantcore.quantize import Recipe, make_recipe
-from quantcore.quantize.saved import MANIFEST_NAME, RECIPES_DIR
+from quantcore.quantize.saved import MANIFEST_NAME, RECIPES_DIR, VariantRecipe
 from scripts.resnet8_measure import DEFAULT_OUT, VARIANT_FILES
 from scripts.resnet8_train import draw_seed
 
@@ -75,12 +73,12 @@ def write_bundled_recipes(folder: Path, data_dir: Path, *, seed: int, per_class:
         if record.status is not Status.LOADED or record.file is None:
             raise NotReproducedError(f"{key} is not loaded in {folder}: {record.error}")
         result = make_recipe(variants, recipe)
-        theirs = onnx.load(folder / record.file).graph
-        if result.model.graph.SerializeToString() != theirs.SerializeToString():
+        target = folder / RECIPES_DIR / recipe.name / MANIFEST_NAME
+        made_by = VariantRecipe(key, target.relative_to(folder).as_posix(), recipe, result.manifest)
+        if not made_by.reproduced_by(result.model, variants):
             raise NotReproducedError(f"recipe {recipe.name} does not make {record.file}'s graph")
         variant: dict[str, Any] = {"key": str(key), "file": record.file, "sha256": record.sha256,
                                    "bytes": record.bytes, "note": METADATA_NOTE}  # fmt: skip
-        target = folder / RECIPES_DIR / recipe.name / MANIFEST_NAME
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps({**result.manifest, "variant": variant}, indent=2) + "\n")
         log.info("%s: %s makes %s's graph again", target.relative_to(folder), recipe.name, record.file)

@@ -158,3 +158,31 @@ def test_sweep_keep_the_worst_in_float_then_see_it_in_layers_and_accuracy(page: 
     assert float(row["agreement with float (%)"]) == pytest.approx(100 * agreement, abs=0.01)
     assert float(row["size (KB)"]) == pytest.approx(len(made.data) / 1024, abs=0.05)
     assert float(row["images/s @1"].replace(",", "")) > 0
+
+
+@pytest.mark.browser
+def test_make_a_bundled_variant_again_from_its_own_recipe(page: Page, server: Server) -> None:
+    folder = server.models_root / "resnet8"
+    page.goto(server.url)
+    entry = tree_entry(page.locator("#qp-explorer .file-wrap"), "resnet8")
+    entry.locator(":scope > span [aria-label='expand directory']").click()
+    tree_entry(entry, ".").locator("input[type=checkbox]").check()
+    expect(page.locator("#qp-status")).to_contain_text("Loaded 5 of 5 variants", timeout=60_000)
+
+    page.get_by_role("tab", name="Quantize").click()
+    picker = page.locator("#qp-q-made-by")
+    expect(picker).to_be_visible(timeout=30_000)
+    expect(picker.locator("input")).to_have_value("onnx_int8 (recipes/resnet8_int8/recipe.json)")
+    page.locator("#qp-q-rebuild").click()
+    note = page.locator("#qp-q-note")
+    expect(note).to_contain_text("recipe:resnet8_int8", timeout=120_000)
+    expect(note).to_contain_text("Made again from recipes/resnet8_int8/recipe.json: its graph and weights are "
+                                 "onnx_int8's own")  # fmt: skip
+    expect(page.locator("#qp-q-board")).to_contain_text("recipe:resnet8_int8", timeout=30_000)
+
+    # The claim, checked here: the recipe made in the server has the bundled file's initializers, bit for bit.
+    made = store.made(quantcore.load_model_variants(folder), "resnet8_int8")
+    assert made is not None
+    ours = {t.name: numpy_helper.to_array(t) for t in made.model.graph.initializer}
+    theirs = {t.name: numpy_helper.to_array(t) for t in onnx.load(folder / "resnet8_int8.onnx").graph.initializer}
+    assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours)

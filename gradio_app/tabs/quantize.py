@@ -1,6 +1,7 @@
 """The Quantize tab: make a recipe variant from the folder's float ONNX model with onnxruntime, see it in
 every tab, rank the session's recipes on a board, sweep a recipe's layers for the ones that cost the most
-and keep the worst k in float in one click, save a recipe into its folder or download it.
+and keep the worst k in float in one click, save a recipe into its folder or download it, and make one of
+the folder's own variants again from the recipe.json it ships.
 
 API: ``/quantize (source, recipe)`` -> the recipe variant, its ``recipe.json``, its board entry and the
 source that shows it; ``/recipe_board (source)`` -> the ranked board of the source's recipes;
@@ -50,7 +51,7 @@ from quantcore.quantize import (
 )
 from quantcore.quantize.board import BoardEntry, ranked, score_recipe
 from quantcore.quantize.cli import parse_overrides
-from quantcore.quantize.saved import save_to_folder
+from quantcore.quantize.saved import save_to_folder, variant_recipes
 from quantcore.quantize.sweep import DEFAULT_IMAGES, SweepReport, keep_worst_in_float, sensitivity_sweep
 from quantcore.report import figures, quantize_tables
 from quantcore.report.tables import number
@@ -90,6 +91,8 @@ class QuantizeTab:
     sweep_table: gr.Dataframe
     keep_k: gr.Number
     keep: gr.Button
+    made_by: gr.Dropdown
+    rebuild: gr.Button
     swept: gr.State  # the page's last sweep: (the folder's source, its report)
 
     @property
@@ -206,8 +209,9 @@ def _failed(message: str) -> tuple[Any, ...]:
     return (message, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
 
 
-def _made(source: Any, recipe: Recipe, progress: gr.Progress) -> tuple[Any, ...]:
-    """Make ``recipe`` and show it: the note, the board, the recipe picker, the files, the summary, the source."""
+def _made(source: Any, recipe: Recipe, progress: gr.Progress, again: Any = None) -> tuple[Any, ...]:
+    """Make ``recipe`` and show it: the note, the board, the recipe picker, the files, the summary, the source
+    (``again``: the ``VariantRecipe`` it was read from, whose variant it is compared with)."""
     shown, joined, entry, result = quantize(source, recipe)
     progress(0.8, desc="Scoring the session's recipes")
     entries = board_entries(joined)
@@ -221,6 +225,10 @@ def _made(source: Any, recipe: Recipe, progress: gr.Progress) -> tuple[Any, ...]
              f"Accuracy {row['accuracy (%)']} % on {entry.images} images, "
              f"worst layer {entry.worst_layer} at {row['worst layer SQNR (dB)']} dB.",
              "It now shows in every tab beside the five variants."]  # fmt: skip
+    if again is not None:
+        same = again.reproduced_by(result.model, joined)
+        lines.insert(1, f"Made again from {again.file}: its graph and weights "
+                        f"{'are' if same else 'are NOT'} {again.key}'s own, node for node.")  # fmt: skip
     names = [str(k) for k in joined.records if isinstance(k, RecipeKey)]
     return (
         note(lines, "Recipe variant made"),
@@ -272,6 +280,25 @@ def _keep_worst_page(source: Any, swept: Any, k: Any, progress: gr.Progress = gr
     count = whole_number(k, 1, 1, len(report.rows), "k (layers kept in float)")
     progress(0.1, desc=f"Quantizing with the worst {count} in float (calibration reused)")
     return _made(resolved, keep_worst_in_float(report, count), progress)
+
+
+@on_failure("making the variant again", _failed)
+def _rebuild_page(source: Any, picked: Any, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
+    shipped = {str(r.key): r for r in variant_recipes(variants_for(source))}
+    if picked not in shipped:
+        raise ValueError("pick one of the folder's variants that ships its recipe.json")
+    if not shipped[picked].current:
+        raise RecipeError(f"{shipped[picked].file} describes {picked} as it was made; its file has changed since")
+    progress(0.1, desc=f"Making {picked} again from {shipped[picked].file}")
+    return _made(source, shipped[picked].recipe, progress, again=shipped[picked])
+
+
+@on_failure("the variants' own recipes", lambda message: (gr.Dropdown(visible=False), gr.Button(visible=False)))
+def _made_by_choices(source: Any) -> tuple[Any, Any]:
+    found = [] if source is None else [r for r in variant_recipes(variants_for(source)) if r.current]
+    choices = [(f"{r.key} ({r.file})", str(r.key)) for r in found]
+    return (gr.Dropdown(choices=choices, value=choices[0][1] if choices else None, visible=bool(choices)),
+            gr.Button(visible=bool(choices)))  # fmt: skip
 
 
 @on_failure("saving the recipe", lambda message: message)
@@ -326,6 +353,10 @@ def build() -> QuantizeTab:
         pick = gr.Dropdown(choices=[], label="Recipe", elem_id="qp-q-pick", scale=2)
         save = gr.Button("Save to folder", elem_id="qp-q-save", scale=1)
     files = gr.File(label="Download: model and recipe.json", file_count="multiple", elem_id="qp-q-files")
+    with gr.Row():
+        made_by = gr.Dropdown(choices=[], label="A variant of this folder, made again from its own recipe.json",
+                              elem_id="qp-q-made-by", visible=False, scale=2)  # fmt: skip
+        rebuild = gr.Button("Make it again", elem_id="qp-q-rebuild", visible=False, scale=1)
     with gr.Accordion("Sensitivity sweep: which layers cost the most", open=True, elem_id="qp-q-sweep-section"):
         with gr.Row():
             sweep_images = gr.Slider(1, MAX_SWEEP_IMAGES, value=DEFAULT_IMAGES, step=1, scale=2,
@@ -341,7 +372,7 @@ def build() -> QuantizeTab:
     return QuantizeTab(name, fmt, activation, weight, per_channel, reduce_range, symmetric_activations,
                        symmetric_weights, calibration, percentile, images, test_set, exclude, overrides, run,
                        view_note, board, pick, save, files, sweep_images, sweep_button, sweep_note, sweep_plot,
-                       sweep_table, keep_k, keep, gr.State(None))  # fmt: skip
+                       sweep_table, keep_k, keep, made_by, rebuild, gr.State(None))  # fmt: skip
 
 
 def wire(page: Page, v: QuantizeTab) -> None:
@@ -355,6 +386,10 @@ def wire(page: Page, v: QuantizeTab) -> None:
     v.keep.click(_keep_worst_page, [page.source, v.swept, v.keep_k], outputs, api_name="page_keep_worst",
                  **PRIVATE, **HEAVY_EVENTS)  # fmt: skip
     v.save.click(_save_page, [page.source, v.pick], v.note, api_name="page_recipe_save", **PRIVATE, **VIEW_EVENTS)
+    v.rebuild.click(_rebuild_page, [page.source, v.made_by], outputs, api_name="page_rebuild_variant", **PRIVATE,
+                    **HEAVY_EVENTS)  # fmt: skip
+    page.summary.change(_made_by_choices, page.source, [v.made_by, v.rebuild], api_name="page_variant_recipes",
+                        **PRIVATE, **VIEW_EVENTS)  # fmt: skip
     page.summary.change(_layer_choices, page.source, v.exclude, api_name="page_quantize_layers", **PRIVATE,
                         **VIEW_EVENTS)  # fmt: skip
     source, recipe, out = gr.JSON(visible=False), gr.JSON(visible=False), gr.JSON(visible=False)

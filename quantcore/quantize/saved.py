@@ -57,6 +57,12 @@ class VariantRecipe:
     manifest: dict[str, Any] = field(repr=False)
     current: bool = True
 
+    def reproduced_by(self, model: Any, variants: ModelVariants) -> bool:
+        """``model`` (an ``onnx.ModelProto`` made by this recipe) has the variant's graph, node for node and
+        initializer for initializer (the variant's file may add metadata)."""
+        theirs = variants.model(self.key)
+        return theirs is not None and model.graph.SerializeToString() == theirs.graph.SerializeToString()
+
 
 def write_recipe(result: RecipeResult, directory: str | os.PathLike[str]) -> Path:
     """Write ``directory/<name>/model.onnx`` and ``recipe.json``; returns that folder (replaced if it existed)."""
