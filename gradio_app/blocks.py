@@ -180,16 +180,23 @@ def _tabs(page: Page) -> links.ViewState:
 
 
 # The page's own events are private, and named so as not to take the public names in _wire_api.
-def _tick(selected: str | None, link: Any, progress: gr.Progress = gr.Progress()) -> handlers.Result | None:  # noqa: B008
-    """A tick in the explorer; the "nothing ticked" it sends on page load leaves a view a link restored alone."""
-    if not selected and links.linked(link) is not None:
+def _tick(
+    selected: str | None,
+    source: Any,
+    link: Any,
+    progress: gr.Progress = gr.Progress(),  # noqa: B008
+) -> handlers.Result | None:
+    """A tick in the explorer. "Nothing ticked" clears what is loaded, but changes nothing when nothing is
+    loaded yet or a link restored the view: the explorer sends it on every page load, and a second summary
+    change racing the link's own would redraw the tabs twice, the later one over what the user picked."""
+    if not selected and (source is None or links.linked(link) is not None):
         return None
     return handlers.select_in_explorer(selected, progress)
 
 
 def _wire_folder(explorer: ConfinedFileExplorer, results: Results) -> None:
     tick, click = _for_page(_tick), _for_page(handlers.click_in_explorer)
-    explorer.change(tick, [explorer, results.link], results.outputs, api_name="page_tick", **PRIVATE,
+    explorer.change(tick, [explorer, results.source, results.link], results.outputs, api_name="page_tick", **PRIVATE,
                     **FOLDER_EVENTS)  # fmt: skip
     explorer.select(click, None, results.outputs, api_name="page_click", **PRIVATE, **FOLDER_EVENTS)
 

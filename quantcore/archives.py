@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from quantcore.errors import QuantcoreError
+from quantcore.sizes import limit_megabytes
 
 _END_RECORD = b"PK\x05\x06"
 _END_RECORD_SIZE = 22
@@ -33,12 +34,6 @@ class ArchiveSize:
     @property
     def total(self) -> int:
         return sum(self.sizes.values())
-
-
-def _limit(size: int) -> str:
-    """512 MB as "512", a limit under 10 MB as "0.191" rather than "0"."""
-    megabytes = size / 2**20
-    return f"{megabytes:,.0f}" if megabytes >= 10 else f"{megabytes:.3g}"
 
 
 def _member_count(handle: BinaryIO) -> tuple[int, int] | None:
@@ -102,6 +97,6 @@ def measure_zip(
     if total > max_bytes:
         raise error(
             f"{what} would inflate to {total / 2**20:,.1f} MB (from {on_disk / 2**20:,.2f} MB on disk), "
-            f"over the {_limit(max_bytes)} MB limit ({setting})"
+            f"over the {limit_megabytes(max_bytes)} MB limit ({setting})"
         )
     return ArchiveSize(sizes)

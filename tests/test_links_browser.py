@@ -68,6 +68,7 @@ def test_copy_link_makes_a_link_that_opens_the_same_view(browser: Browser, bundl
 
     # Move to another view by hand: the Weights tab, the fourth layer.
     first.get_by_role("tab", name="Weights").click()
+    expect(first.locator("#qp-weights-plot .js-plotly-plot")).to_be_visible()  # the folder's layers are in
     first.locator("#qp-weights-layer input").click()
     first.get_by_role("option", name="4. stack2.conv1").click()
     first.locator("#qp-link-run").click()

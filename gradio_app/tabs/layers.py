@@ -92,12 +92,15 @@ def _layers_page(source: Any, link: Any = None, progress: gr.Progress = gr.Progr
     matched = ", ".join(f"{k} {v['matched']}/{v['layers']}" for k, v in table.matched().items())
     options = choices(table)
     picked = _linked_row(link, table)
+    # A linked layer's detail comes with the table: the picker's own change event is not sure to fire
+    # when the picker is refilled in the same update.
+    detail = gr.JSON(value=None, visible=False) if picked is None else gr.JSON(table.detail(picked), visible=True)
     return (
         note([f"Layers matched to {table.skeleton}: {matched}", *table.notes], "Layers"),
         gr.Dataframe(value=pd.DataFrame(tables.layer_rows(table)), visible=True),
         gr.Dropdown(choices=options, value=picked, visible=True),
         gr.Dropdown(choices=options, value=options[0][1] if picked is None else picked),
-        gr.JSON(value=None, visible=False),
+        detail,
     )
 
 

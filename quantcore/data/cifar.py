@@ -17,8 +17,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from quantcore import settings
-from quantcore.data.datasets import IMAGE_SHAPE, LabelledImages, Roots, Split, megabytes, open_data_file
+from quantcore.data.datasets import IMAGE_SHAPE, LabelledImages, Roots, Split, open_data_file
 from quantcore.errors import DatasetError
+from quantcore.sizes import megabytes
 
 CIFAR10_FILES = {
     "train": tuple(f"data_batch_{i}" for i in range(1, 6)),

@@ -34,6 +34,7 @@ import numpy as np
 from quantcore import paths, settings
 from quantcore.archives import measure_zip
 from quantcore.errors import DatasetError, ModelNotFoundError
+from quantcore.sizes import megabytes
 
 Split = Literal["train", "test"]
 
@@ -126,11 +127,6 @@ def open_data_file(path: Path, roots: Roots) -> BinaryIO:
         return paths.open_within(path, roots if roots is not None else [path.parent], what=path.name)
     except ModelNotFoundError as exc:
         raise DatasetError(f"cannot read {exc}") from None
-
-
-def megabytes(size: float) -> str:
-    """A byte count as messages show it."""
-    return f"{size / 2**20:,.1f} MB"
 
 
 def read_idx_gz(path: Path, *, roots: Roots = None, max_bytes: int | None = None, grow: float = 1.0) -> np.ndarray:

@@ -40,6 +40,7 @@ from quantcore.errors import (
     UnsafeModelError,
 )
 from quantcore.load.keys import ModelFormat
+from quantcore.sizes import limit_megabytes
 
 if TYPE_CHECKING:
     import onnx
@@ -90,19 +91,14 @@ def check_file(path: Path, *, max_bytes: int | None = None) -> int:
     if stat.st_size == 0:
         raise InvalidModelError(f"{path.name}: the file is empty")
     if stat.st_size > limit:
-        raise ModelTooLargeError(f"{path.name}: {stat.st_size / 2**20:.1f} MB is over the {_megabytes(limit)} MB limit")
+        size, cap = f"{stat.st_size / 2**20:.1f}", limit_megabytes(limit)
+        raise ModelTooLargeError(f"{path.name}: {size} MB is over the {cap} MB limit")
     try:  # said here, not as "not a valid ONNX file" by a loader that could not open it
         with open(path, "rb"):
             pass
     except OSError as exc:
         raise ModelNotFoundError(f"{path.name}: {exc.strerror or 'cannot be read'}") from None
     return stat.st_size
-
-
-def _megabytes(size: int) -> str:
-    """512 MB as "512", a cap under 1 MB as "0.191" rather than "0"."""
-    megabytes = size / 2**20
-    return f"{megabytes:.0f}" if megabytes >= 10 else f"{megabytes:.3g}"
 
 
 # --------------------------------------------------------------------------- ONNX

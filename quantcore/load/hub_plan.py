@@ -32,6 +32,7 @@ from quantcore.load.discover import (
     parse_variant_name,
 )
 from quantcore.load.keys import VariantKey
+from quantcore.sizes import megabytes
 
 SIDECAR_NAMES = (MANIFEST_NAME, CARD_NAME, SAMPLES_NAME)
 JSON_SIDECARS = (MANIFEST_NAME, CARD_NAME)
@@ -57,10 +58,6 @@ class PullPlan:
     def allow_patterns(self) -> list[str]:
         """Exactly these paths, as ``snapshot_download`` patterns (fnmatch: glob characters escaped)."""
         return [glob.escape(path) for path in sorted(self.files)]
-
-
-def _megabytes(size: float) -> str:
-    return f"{size / 2**20:,.1f} MB"
 
 
 def _choose_stem(models: Iterable[str], preferred: str | None) -> tuple[list[str], list[str]]:
@@ -120,7 +117,7 @@ def plan_pull(listed: Iterable[tuple[str, int | None]], *, repo_id: str, subfold
             continue
         size = sizes[name]
         if name in JSON_SIDECARS and size is not None and size > SIDECAR_MAX_BYTES:
-            notes.append(f"{name} not pulled: listed at {_megabytes(size)}, over {SIDECAR_MAX_BYTES >> 20} MB")
+            notes.append(f"{name} not pulled: listed at {megabytes(size)}, over {SIDECAR_MAX_BYTES >> 20} MB")
             continue
         chosen.append(name)
     plan: dict[str, int] = {}
@@ -130,15 +127,15 @@ def plan_pull(listed: Iterable[tuple[str, int | None]], *, repo_id: str, subfold
             raise HubLimitError(f"{refused} the listing gives no usable size for {name}. Nothing was downloaded.")
         if size > limits.max_model_bytes:
             raise HubLimitError(
-                f"{refused} {name} is listed at {_megabytes(size)}, over the {_megabytes(limits.max_model_bytes)} "
+                f"{refused} {name} is listed at {megabytes(size)}, over the {megabytes(limits.max_model_bytes)} "
                 "limit per file (QP_MAX_MODEL_MB). Nothing was downloaded."
             )
         plan[f"{folder}/{name}" if folder else name] = size
     total = sum(plan.values())
     if total > limits.hub_max_total_bytes:
         raise HubLimitError(
-            f"{refused} its {len(plan)} files are listed at {_megabytes(total)} together, over the "
-            f"{_megabytes(limits.hub_max_total_bytes)} limit per pull (QP_HUB_MAX_TOTAL_MB). Nothing was downloaded."
+            f"{refused} its {len(plan)} files are listed at {megabytes(total)} together, over the "
+            f"{megabytes(limits.hub_max_total_bytes)} limit per pull (QP_HUB_MAX_TOTAL_MB). Nothing was downloaded."
         )
     return PullPlan(plan, tuple(notes))
 
