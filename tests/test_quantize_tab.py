@@ -20,10 +20,12 @@ from quantcore.quantize import Recipe, quantize_recipe, store, weighted_nodes
 from quantcore.quantize.calibration import calibration_set
 from quantcore.quantize.executors import InProcess
 from quantcore.quantize.sweep import sensitivity_sweep
+from quantcore.report.html import NOT_THERE
 from quantcore.report.quantize_tables import sweep_rows
 from tests.app_server import Server, served_app
 from tests.browser import tree_entry
 from tests.test_predictions import write_samples
+from tests.test_report import parse, records
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +115,15 @@ def test_sweep_endpoint_ranks_as_a_direct_sweep_and_keeps_the_worst_in_float(cli
     assert not kept["calibrated"], "the sweep's calibration is reused"
     layers = client.predict(kept["source"], "", api_name="/layers")
     assert layers["matched"]["recipe:api-sweep-worst2-float"]["layers"] == 10
+
+    # Asked again, the sweep is the one kept from then; the report of the set with the new recipe shows it.
+    again = client.predict("tiny", options, 48, 0, api_name="/sweep")
+    assert again["from_cache"] and not answer["from_cache"] and again["table"] == answer["table"]
+    files, status = client.predict(kept["source"], api_name="/report")
+    assert status.startswith("✔"), status
+    sent = parse(Path(next(f for f in files if f.endswith(".html"))).read_text(encoding="utf-8"))
+    shown = [{k: NOT_THERE if v is None else str(v) for k, v in row.items()} for row in answer["table"]]
+    assert records(sent.tables["sweep_api-sweep_48/layers"]) == shown
 
     assert "k must be between 1 and 10" in client.predict("tiny", options, 48, 11, api_name="/sweep")["error"]
     assert "images must be between 1 and 1000" in client.predict("tiny", options, 0, api_name="/sweep")["error"]

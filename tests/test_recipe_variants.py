@@ -16,7 +16,8 @@ from quantcore.inspect.layer_table import build_layer_table
 from quantcore.load import RecipeKey, Status, VariantKey, VariantRecord, key_order, load_onnx_model, parse_key
 
 
-def _recipe(folder: Path, name: str, file: str) -> dict[RecipeKey, VariantRecord]:
+def recipe_record(folder: Path, name: str, file: str) -> dict[RecipeKey, VariantRecord]:
+    """``folder/file`` as the recipe variant ``recipe:name``, ready for ``ModelVariants.with_recipes``."""
     path = folder / file
     model = load_onnx_model(path)
     key = RecipeKey(name)
@@ -37,7 +38,7 @@ def test_keys_parse_order_and_compare_with_onnx_float() -> None:
 
 def test_a_recipe_variant_joins_the_summary_layers_and_per_layer_error(variant_folder: Path) -> None:
     variants = quantcore.load_model_variants(variant_folder)
-    with_recipe = variants.with_recipes(_recipe(variant_folder, "same-as-uint8", "tiny_uint8.onnx"))
+    with_recipe = variants.with_recipes(recipe_record(variant_folder, "same-as-uint8", "tiny_uint8.onnx"))
     key = RecipeKey("same-as-uint8")
 
     # The five keys of the contract stay as they are; the recipe is an extra entry.

@@ -16,13 +16,16 @@ import quantcore
 from quantcore.__main__ import main
 from quantcore.data import datasets
 from quantcore.errors import RecipeError
+from quantcore.load import results_cache
 from quantcore.quantize import Recipe, calibration_runs, clear_calibration_cache, make_recipe, weighted_nodes
 from quantcore.quantize.executors import InProcess, LocalPool, RayCluster, disconnect_ray
-from quantcore.quantize.sweep import keep_worst_in_float, sensitivity_sweep
+from quantcore.quantize.sweep import cached_sweep, keep_worst_in_float, sensitivity_sweep
 from quantcore.quantize.sweep_job import output_sqnr_db
 from quantcore.report import figures
+from quantcore.report.contents import computed_report
 from quantcore.report.quantize_tables import sweep_json, sweep_rows
 from tests.ray_head import ray_head
+from tests.test_recipe_variants import recipe_record
 
 FRAGILE = "stack2.conv1"
 IMAGES = 16
@@ -73,6 +76,28 @@ def test_the_fragile_layer_ranks_first(folder: Path) -> None:
     assert rows[0]["layer"] == FRAGILE and rows[0]["rank"] == 1
     assert sweep_json(report)["images"] == IMAGES
     assert len(figures.sweep_figure(report).data) == 2
+
+
+def test_a_sweep_is_kept_and_goes_into_the_report_after_a_recipe_joins(folder: Path) -> None:
+    results_cache.cache_clear()
+    variants = quantcore.load_model_variants(folder)
+    assert not [s for s in computed_report(variants).sections if s.key.startswith("sweep")]
+    report, hit = cached_sweep(variants, RECIPE, images=IMAGES, executor=InProcess())
+    again, hit_again = cached_sweep(variants, RECIPE, images=IMAGES, executor=InProcess())
+    assert (hit, hit_again) == (False, True) and again is report
+    other, hit_other = cached_sweep(variants, RECIPE, images=IMAGES // 2, executor=InProcess())
+    assert not hit_other and other.images == IMAGES // 2
+
+    # A recipe variant joining the set (the worst layers kept in float, say) leaves the sweeps in the report.
+    joined = variants.with_recipes(recipe_record(folder, "joined", "tiny_uint8.onnx"))
+    sections = [s for s in computed_report(joined).sections if s.key.startswith("sweep")]
+    assert [s.title for s in sections] == ["Sensitivity sweep of sweep-base"] * 2
+    by_images = {s.key: s for s in sections}
+    shown = by_images[f"sweep_sweep-base_{IMAGES}"]
+    assert shown.tables[0].rows == sweep_rows(report) and shown.tables[0].rows[0]["layer"] == FRAGILE
+    assert len(shown.figures) == 1 and len(shown.figures[0].data) == 2
+    assert shown.notes[0].startswith(f"sweep-base: {len(report.rows)} layers on {IMAGES} images")
+    assert by_images[f"sweep_sweep-base_{IMAGES // 2}"].tables[0].rows == sweep_rows(other)
 
 
 def test_sweep_numbers_are_the_recipes_made_and_run_directly(folder: Path) -> None:

@@ -52,9 +52,8 @@ from quantcore.quantize import (
 from quantcore.quantize.board import BoardEntry, ranked, score_recipe
 from quantcore.quantize.cli import parse_overrides
 from quantcore.quantize.saved import save_to_folder, variant_recipes
-from quantcore.quantize.sweep import DEFAULT_IMAGES, SweepReport, keep_worst_in_float, sensitivity_sweep
+from quantcore.quantize.sweep import DEFAULT_IMAGES, SweepReport, cached_sweep, keep_worst_in_float
 from quantcore.report import figures, quantize_tables
-from quantcore.report.tables import number
 
 HINT = "Load a folder with a float ONNX variant above, pick a recipe and quantize it with onnxruntime."
 SYMMETRY = {"onnxruntime's default": None, "symmetric": True, "asymmetric": False}
@@ -185,12 +184,14 @@ def board_api(source: Any) -> dict[str, Any]:
     return quantize_tables.board_json(board_entries(variants_for(source)))
 
 
-def sweep(source: Any, recipe: Recipe, images: int) -> tuple[Source, SweepReport]:
-    """Sweep ``recipe``'s layers on the source's folder (the app's executor: local pool, or Ray when set)."""
+def sweep(source: Any, recipe: Recipe, images: int) -> tuple[Source, SweepReport, bool]:
+    """Sweep ``recipe``'s layers on the source's folder (the app's executor: local pool, or Ray when set), once
+    per folder, recipe and images; and whether it was swept before (the results cache)."""
     resolved = Source.from_client(source)
     if resolved is None:
         raise NothingLoadedError("nothing is loaded yet")
-    return resolved, sensitivity_sweep(variants_for(resolved), recipe, images=images)
+    report, hit = cached_sweep(variants_for(resolved), recipe, images=images)
+    return resolved, report, hit
 
 
 def sweep_api(source: Any, recipe: Any, images: Any = None, keep_worst: Any = None) -> dict[str, Any]:
@@ -198,8 +199,8 @@ def sweep_api(source: Any, recipe: Any, images: Any = None, keep_worst: Any = No
     options = json.loads(recipe) if isinstance(recipe, str) else recipe
     count = whole_number(images, DEFAULT_IMAGES, 1, MAX_SWEEP_IMAGES, "images")
     k = whole_number(keep_worst, 0, 0, 1000, "keep_worst")
-    resolved, report = sweep(source, Recipe.from_dict(options or {}), count)
-    answer = quantize_tables.sweep_json(report)
+    resolved, report, hit = sweep(source, Recipe.from_dict(options or {}), count)
+    answer = {**quantize_tables.sweep_json(report), "from_cache": hit}
     if k:
         answer["kept_worst"] = quantize_api(resolved, keep_worst_in_float(report, k).as_dict())
     return answer
@@ -254,15 +255,10 @@ def _sweep_failed(message: str) -> tuple[Any, ...]:
 def _sweep_page(source: Any, images: Any, *options: Any, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008
     progress(0.05, desc="Calibrating once, then quantizing and scoring each layer kept in float and alone")
     count = whole_number(images, DEFAULT_IMAGES, 1, MAX_SWEEP_IMAGES, "sweep images")
-    resolved, report = sweep(source, recipe_from_page(*options), count)
-    worst = report.rows[0]
-    lines = [f"{report.recipe.name}: {len(report.rows)} layers on {report.images} images, "
-             f"{2 * len(report.rows) + 1} recipes run on {report.executor} in {report.seconds:.1f} s.",
-             f"Whole recipe: output SQNR {number(report.base.output_sqnr_db)} dB. "
-             f"Costliest layer: {worst.layer} (alone: {number(worst.alone.output_sqnr_db)} dB; "
-             f"kept in float: {number(report.gain_db(worst))} dB gained).",
-             "Ranked by the output SQNR with only that layer quantized, lowest first.",
-             *report.notes]  # fmt: skip
+    resolved, report, hit = sweep(source, recipe_from_page(*options), count)
+    lines = quantize_tables.sweep_lines(report)
+    if hit:
+        lines.insert(0, "Swept before with this recipe and these images: the results kept from then.")
     return (
         note(lines, "Sensitivity sweep"),
         gr.Plot(value=figures.sweep_figure(report), visible=True),

@@ -13,6 +13,7 @@ when an address is given.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, replace
@@ -24,7 +25,7 @@ from quantcore.backends import predictor_for
 from quantcore.errors import RecipeError
 from quantcore.evaluate.batches import sample_inputs
 from quantcore.evaluate.inputs import to_model_input, variant_spec
-from quantcore.load import ModelVariants, VariantKey
+from quantcore.load import ModelVariants, VariantKey, results_cache
 from quantcore.quantize import calibration as calib
 from quantcore.quantize.build import float_source, input_name, make_recipe, prepared_model
 from quantcore.quantize.executors import Executor, default_executor
@@ -153,6 +154,32 @@ def sensitivity_sweep(
             for n in nodes]  # fmt: skip
     return SweepReport(recipe, base_score, tuple(sorted(rows, key=_rank_key)), inputs.count, executor.description,
                        time.perf_counter() - started, tuple(notes))  # fmt: skip
+
+
+def cached_sweep(
+    variants: ModelVariants,
+    recipe: Recipe,
+    *,
+    images: int = DEFAULT_IMAGES,
+    executor: Executor | None = None,
+) -> tuple[SweepReport, bool]:
+    """``sensitivity_sweep``, computed once per folder, recipe and images; and whether it came from the cache.
+
+    Cached under the folder's own variants: recipe variants made since (the worst layers kept in float, say)
+    do not change what a sweep of its float model measures, and the report still finds the sweep.
+    """
+    settings = (json.dumps(recipe.as_dict(), sort_keys=True), images)
+
+    def compute() -> SweepReport:
+        return sensitivity_sweep(variants, recipe, images=images, executor=executor)
+
+    return results_cache.cached(variants.with_recipes({}), "sweep", settings, compute)
+
+
+def computed_sweeps(variants: ModelVariants) -> list[tuple[Recipe, int]]:
+    """The (recipe, images) of every sweep computed for this folder so far, oldest first."""
+    done = results_cache.computed(variants.with_recipes({}))
+    return [(Recipe.from_dict(json.loads(s[0])), int(s[1])) for view, s in dict.fromkeys(done) if view == "sweep"]
 
 
 def keep_worst_in_float(report: SweepReport, k: int) -> Recipe:

@@ -29,6 +29,7 @@ from quantcore.inspect.drift import DEFAULT_BATCH_SIZE, DEFAULT_IMAGES, cached_l
 from quantcore.inspect.layer_table import layer_table
 from quantcore.integer.view import cached_integer_view
 from quantcore.load import ModelVariants, get_model_summary, results_cache
+from quantcore.quantize.sweep import cached_sweep, computed_sweeps
 from quantcore.report import tables
 from quantcore.report.sections import (
     Section,
@@ -39,6 +40,7 @@ from quantcore.report.sections import (
     predictions_section,
     recipes_section,
     scorecard_section,
+    sweep_section,
     weights_section,
 )
 
@@ -133,7 +135,8 @@ def source_text(summary: Mapping[str, Any]) -> str:
 
 
 _KEYS = {"Layers": "layers", "Weights": "weights", "Per-layer error": "layer_error", "Predictions": "predictions",
-         "Accuracy and speed": "scorecard", "Recipe variants": "recipes", "Integer layers": "integer"}  # fmt: skip
+         "Accuracy and speed": "scorecard", "Recipe variants": "recipes", "Integer layers": "integer",
+         "Sensitivity sweep": "sweep"}  # fmt: skip
 
 
 def _guarded(title: str, make: Callable[[], Section | None]) -> Section | None:
@@ -150,7 +153,7 @@ def _guarded(title: str, make: Callable[[], Section | None]) -> Section | None:
 
 
 # Findings first (where quantization loses, what it costs), the reading of every layer after.
-ORDER = ("layer_error", "scorecard", "predictions", "recipes", "integer", "layers", "weights")
+ORDER = ("layer_error", "scorecard", "predictions", "recipes", "sweep", "integer", "layers", "weights")
 
 
 def _order(section: Section) -> int:
@@ -220,6 +223,9 @@ def computed_report(
         sections.append(_guarded("Integer layers", lambda i=images: integer_section(
             cached_integer_view(variants, images=i))))  # fmt: skip
     sections.append(_guarded("Recipe variants", lambda: recipes_section(variants)))
+    for recipe, images in computed_sweeps(variants):
+        sections.append(_guarded("Sensitivity sweep", lambda r=recipe, i=images: sweep_section(
+            cached_sweep(variants, r, images=i)[0])))  # fmt: skip
     when = created or dt.datetime.now(dt.UTC)
     return Report(
         model=str(summary.get("stem") or source_text(summary)),

@@ -59,6 +59,18 @@ def sweep_rows(report: SweepReport) -> list[dict[str, Any]]:
     return rows
 
 
+def sweep_lines(report: SweepReport) -> list[str]:
+    """What a sweep found, in a few lines: its size, the whole recipe's SQNR, the costliest layer."""
+    worst = report.rows[0]
+    return [f"{report.recipe.name}: {len(report.rows)} layers on {report.images} images, "
+            f"{2 * len(report.rows) + 1} recipes run on {report.executor} in {report.seconds:.1f} s.",
+            f"Whole recipe: output SQNR {number(report.base.output_sqnr_db)} dB. "
+            f"Costliest layer: {worst.layer} (alone: {number(worst.alone.output_sqnr_db)} dB; "
+            f"kept in float: {number(report.gain_db(worst))} dB gained).",
+            "Ranked by the output SQNR with only that layer quantized, lowest first.",
+            *report.notes]  # fmt: skip
+
+
 def sweep_json(report: SweepReport) -> dict[str, Any]:
     """The sweep as the API returns it."""
     base = report.base

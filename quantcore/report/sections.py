@@ -17,6 +17,7 @@ from quantcore.inspect.layer_table import LayerTable
 from quantcore.inspect.weights import compare_weights
 from quantcore.integer.view import IntegerReport
 from quantcore.load import ModelVariants
+from quantcore.quantize.sweep import SweepReport
 from quantcore.report import figures, integer_figures, integer_tables, quantize_tables, tables
 
 if TYPE_CHECKING:
@@ -155,3 +156,10 @@ def recipes_section(variants: ModelVariants) -> Section | None:
     board = ranked(entries)
     return Section("recipes", "Recipe variants", (), (),
                    (Table("board", "Recipes, best first", quantize_tables.board_rows(board)),))  # fmt: skip
+
+
+def sweep_section(report: SweepReport) -> Section:
+    """The Quantize tab's sensitivity sweep: each layer quantized alone and kept in float, costliest first."""
+    return Section(f"sweep_{report.recipe.name}_{report.images}", f"Sensitivity sweep of {report.recipe.name}",
+                   tuple(quantize_tables.sweep_lines(report)), (figures.sweep_figure(report),),
+                   (Table("layers", "Layers, costliest first", quantize_tables.sweep_rows(report)),))  # fmt: skip
