@@ -5,9 +5,10 @@
 In one process, back to back (the order flipping every repeat, so a burst of
 load from elsewhere falls on both alike):
 
-(a) plain — every quantized variant the integer view reads, through an
-    ``onnxruntime.InferenceSession`` built here (same threads), ``session.run``
-    on the pre-made float32 input in batches of 64; nothing else.
+(a) plain — every quantized variant the integer view reads, through the app's
+    own predictor (``quantcore.backends.predictor_for``: an onnxruntime session,
+    or the TorchScript module under ``torch.no_grad``; same threads), on the
+    pre-made float32 input in batches of 64; nothing else.
 (b) ours — ``quantcore.integer.integer_view`` over the same images: onnxruntime
     tapping every integer tensor, the per-layer integer reference with float and
     fixed-point requantization, the accumulator and saturation figures, and the
@@ -37,6 +38,7 @@ from common import model_folder  # noqa: E402
 
 import quantcore  # noqa: E402
 from quantcore import settings  # noqa: E402
+from quantcore.backends import predictor_for  # noqa: E402
 from quantcore.evaluate.batches import sample_inputs  # noqa: E402
 from quantcore.evaluate.inputs import input_spec, to_model_input, variant_spec  # noqa: E402
 from quantcore.integer.view import DEFAULT_BATCH_SIZE, integer_view  # noqa: E402
@@ -63,21 +65,16 @@ def main() -> None:
         inputs, _ = sample_inputs(variants, input_spec(variants), images=args.images)
         pixels, _ = inputs.take(0, inputs.count)
         runs = []
-        for key in keys:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = args.threads
-            options.inter_op_num_threads = 1
-            session = ort.InferenceSession(variants.model(key).SerializeToString(), options,
-                                           providers=["CPUExecutionProvider"])  # fmt: skip
+        for key in keys:  # ONNX through onnxruntime, TorchScript through torch: what the app predicts with
+            predict = predictor_for(variants.model(key), threads=args.threads)
             x = to_model_input(pixels, variant_spec(variants, key))
             step = DEFAULT_BATCH_SIZE
-            batches = [np.ascontiguousarray(x[i : i + step]) for i in range(0, len(x), step)]
-            runs.append((session, session.get_inputs()[0].name, batches))
+            runs.append((predict, [np.ascontiguousarray(x[i : i + step]) for i in range(0, len(x), step)]))
 
         def plain() -> None:
-            for session, name, batches in runs:
+            for predict, batches in runs:
                 for batch in batches:
-                    session.run(None, {name: batch})
+                    predict(batch)
 
         def ours() -> None:
             integer_view(variants, images=args.images)

@@ -252,3 +252,26 @@ def test_fixed_from_float_equals_full_fixed_point(m: float) -> None:
     small = np.abs(full) <= 600  # beyond, an 8-bit output saturates either way
     assert np.array_equal(fast[small].astype(np.int64), full[small])
     assert np.all(np.sign(fast[~small]) == np.sign(full[~small]))
+
+
+def test_fixed_from_float_takes_each_values_own_channel() -> None:
+    """Per-channel multipliers along axis 1 of an (N, C, H, W) accumulator: each value near a half is made
+    with its own channel's M0 and shift, as the full fixed-point form makes it."""
+    from quantcore.integer.fixed_point import fixed_from_float, quantize_multipliers
+
+    rng = np.random.default_rng(3)
+    multipliers = np.array([0.0123, 0.3, 0.49999, 3.1e-4, 2.0**-7], np.float32)
+    m0, shift = quantize_multipliers(multipliers)
+    channel = (1, -1, 1, 1)
+    acc = rng.integers(-2000, 2000, (4, 5, 6, 7))
+    # Half the values land next to a rounding half of their channel's multiplier.
+    halves = np.round((rng.integers(-200, 200, acc.shape) + 0.5) / multipliers.reshape(channel)).astype(np.int64)
+    acc = np.where(rng.random(acc.shape) < 0.5, halves + rng.integers(-1, 2, acc.shape), acc)
+    scaled = acc.astype(np.float32) * multipliers.reshape(channel)
+    rounded = np.rint(scaled)
+    fast = fixed_from_float(acc.astype(np.float32), scaled, rounded, m0.reshape(channel).astype(np.int64),
+                            shift.reshape(channel))  # fmt: skip
+    full = multiply_by_quantized_multiplier(acc, m0.reshape(channel).astype(np.int64), shift.reshape(channel))
+    small = np.abs(full) <= 600
+    assert small.mean() > 0.5 and not np.array_equal(rounded[small], full[small]), "the shortcut is exercised"
+    assert np.array_equal(fast[small].astype(np.int64), full[small])

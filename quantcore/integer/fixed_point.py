@@ -152,14 +152,26 @@ def fixed_from_float(acc: np.ndarray, scaled: np.ndarray, rounded: np.ndarray, m
     margin = (np.exp2(shift.astype(np.float64)) + FLOAT_MARGIN).astype(np.float32)
     distance = scaled - rounded
     np.abs(distance, out=distance)
-    risky = np.nonzero(distance >= np.float32(0.5) - margin)
+    # Flat indices: a 1-D nonzero is an order of magnitude faster than one index array per axis.
+    risky = np.flatnonzero(distance >= np.float32(0.5) - margin)
     out = rounded.copy()
-    if risky[0].size:
-        exact_acc = np.rint(np.asarray(acc)[risky]).astype(np.int64)
-        out[risky] = multiply_by_quantized_multiplier(
-            exact_acc, np.broadcast_to(m0, acc.shape)[risky], np.broadcast_to(shift, acc.shape)[risky]
+    if risky.size:
+        acc = np.asarray(acc)
+        exact_acc = np.rint(acc.reshape(-1)[risky]).astype(np.int64)
+        out.reshape(-1)[risky] = multiply_by_quantized_multiplier(
+            exact_acc, _per_value(m0, acc.shape, risky), _per_value(shift, acc.shape, risky)
         )
     return out
+
+
+def _per_value(per_channel: np.ndarray, shape: tuple[int, ...], flat: np.ndarray) -> np.ndarray:
+    """One value per output channel (axis 1 of ``shape``, or one for all) at the flat indices ``flat``."""
+    values = np.asarray(per_channel).reshape(-1)
+    if values.size == 1:
+        return np.broadcast_to(values, flat.shape)
+    if len(shape) < 2 or values.size != shape[1]:
+        raise ValueError(f"{values.size} per-channel values for an accumulator of shape {shape}")
+    return values[(flat // int(np.prod(shape[2:], dtype=np.int64))) % shape[1]]
 
 
 def float_multiplier(input_scale: float, weight_scale: np.ndarray, output_scale: float) -> np.ndarray:
