@@ -129,13 +129,36 @@ def overflowing_pairs(weight: np.ndarray, input_seen: tuple[int, int]) -> tuple[
     return int(np.count_nonzero((top > INT16_MAX) | (bottom < INT16_MIN))), int(a.size)
 
 
-def pair_overflow_note(layers: list[tuple[str, tuple[int, int], np.ndarray]], engine: str) -> str | None:
+def fbgemm_pairs_saturate(cpu_flags: str | None = None) -> bool | None:
+    """Whether this machine's fbgemm adds u8·s8 product pairs in saturating int16, if known.
+
+    fbgemm picks its kernels by CPU: with AVX512-VNNI (``vpdpbusd``) the products are summed in int32; on
+    x86 without VNNI (AVX2, AVX512) by ``vpmaddubsw``, two at a time in int16. ``cpu_flags``: the ``flags``
+    of ``/proc/cpuinfo`` (read when not given); None where they cannot be read or the CPU is neither.
+    """
+    if cpu_flags is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+                cpu_flags = next((line for line in info if line.startswith("flags")), "")
+        except OSError:
+            return None
+    flags = set(cpu_flags.split())
+    if "avx512_vnni" in flags:
+        return False
+    if "avx_vnni" in flags:  # 256-bit VNNI: which kernels fbgemm takes there is not known here
+        return None
+    return True if "avx2" in flags else None
+
+
+def pair_overflow_note(layers: list[tuple[str, tuple[int, int], np.ndarray]], engine: str, *,
+                       saturates: bool | None) -> str | None:  # fmt: skip
     """Where torch's x86 kernels may give another result than any int32 kernel, if anywhere.
 
     ``layers``: (name, stored input range seen, stored weights) of each uint8-input layer. torch's x86 qconfig
     calibrates activations to 0..127 (``reduce_range``) so that no pair of u8·s8 products can pass int16 in
-    fbgemm's AVX2 kernels (``overflowing_pairs``); inputs above 127 can make one: fbgemm clips it, and torch's
-    output there is not the exact sum's.
+    fbgemm's kernels for CPUs without VNNI (``overflowing_pairs``); inputs above 127 can make one: fbgemm clips
+    it there, and torch's output is not the exact sum's. ``saturates``: whether this CPU's kernels do
+    (``fbgemm_pairs_saturate``; None: not known).
     """
     if engine not in ("x86", "fbgemm"):
         return None
@@ -144,7 +167,13 @@ def pair_overflow_note(layers: list[tuple[str, tuple[int, int], np.ndarray]], en
     if not risky:
         return None
     which = ", ".join(f"{name} {count} of {pairs}" for name, _, count, pairs in risky)
+    this_cpu = {
+        True: "this CPU has no VNNI, so torch's outputs here can differ so",
+        False: "this CPU has AVX512-VNNI, whose kernels sum in int32: torch's outputs here are an int32 kernel's, "
+               "on a CPU without VNNI they can differ",
+        None: "whether this CPU's kernels do is not known",
+    }[saturates]  # fmt: skip
     return (f"uint8 inputs of {len(risky)} layer(s) pass 127, the range torch's x86 qconfig calibrates to (up to "
-            f"{max(r[1] for r in risky)}); fbgemm's AVX2 kernels add u8·s8 products in pairs in int16 and clip "
-            f"them, and these weight pairs can then pass int16: {which}; where one does, torch's output is not an "
-            f"int32 kernel's")  # fmt: skip
+            f"{max(r[1] for r in risky)}); on x86 CPUs without VNNI, fbgemm adds u8·s8 products in pairs in int16 "
+            f"and clips them, and these weight pairs can then pass int16: {which}; where one does, torch's output "
+            f"is not an int32 kernel's ({this_cpu})")  # fmt: skip

@@ -193,11 +193,11 @@ def _runtime_notes(graph: IntegerGraph, layers: tuple[LayerInteger, ...]) -> lis
         return []
     import torch
 
-    from quantcore.backends.torch_integer import pair_overflow_note
+    from quantcore.backends.torch_integer import fbgemm_pairs_saturate, pair_overflow_note
 
     unsigned = [la for la in layers if la.input.dtype == "uint8" and la.step.weight is not None]
     note = pair_overflow_note([(la.step.name, la.input_seen, la.step.weight) for la in unsigned],
-                              torch.backends.quantized.engine)  # fmt: skip
+                              torch.backends.quantized.engine, saturates=fbgemm_pairs_saturate())  # fmt: skip
     if note is None:
         return []
     largest = max(la.float_mismatch.max_lsb for la in unsigned)
