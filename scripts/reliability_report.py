@@ -24,7 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ["tests/test_hostile.py", "tests/test_fuzz.py", "tests/test_faults.py", "tests/test_load_soak.py"]
+MODULES = [
+    "tests/test_hostile.py", "tests/test_fuzz.py", "tests/test_faults.py", "tests/test_load_soak.py",
+    "tests/test_bombs.py", "tests/test_hub_limits.py", "tests/test_hostile_hub.py", "tests/test_deadline.py",
+    "tests/test_confine.py", "tests/test_load_fair.py", "tests/test_load_crowd.py",
+]  # fmt: skip
+BENCH_LOAD = ROOT / "benchmarks" / "bench_load.py"
 DOC = ROOT / "docs" / "RELIABILITY.md"
 
 
@@ -131,6 +136,44 @@ def soak_section(cases: list[Case]) -> str:
     return "\n".join(lines) or "(the soak did not run)"
 
 
+def crowd_section(cases: list[Case], bench: str | None) -> str:
+    """The crowd test's latencies (app and clients in one process), and bench_load's (the app on its own)."""
+    lines = []
+    for form in ("short", "long"):
+        run = next((c for c in cases if c.properties.get("reliability_class", "").endswith(f"clients ({form})")), None)
+        if run is None:
+            continue
+        p = run.properties
+        figures = json.loads(p.get("latency_s", "{}"))
+        lines += [
+            f"**The {form} crowd test** ({run.outcome}; `tests/test_load_crowd.py`): 50 sessions for "
+            f"{p.get('seconds')} s, {p.get('cases')} answers, {p.get('wrong')} wrong, at most "
+            f"{p.get('most_running')} heavy runs at once "
+            f"({p.get('slots')} slots), {p.get('refused')} refused; {p.get('cpus')} CPUs, load average "
+            f"{p.get('load_average')}. The app and its 50 clients share one process here, so these latencies hold "
+            "the clients' own work too.",
+            "",
+            "| Endpoint | Answers | p50 (s) | p95 (s) |",
+            "|---|---:|---:|---:|",
+            *(f"| {name} | {f['n']} | {f['p50']} | {f['p95']} |" for name, f in figures.items()),
+            "",
+        ]
+    if bench is not None:
+        lines += ["**The app in its own process** (`python benchmarks/bench_load.py`; clients in the benchmark's "
+                  "process, on the same cores):", "", "```", bench.strip(), "```"]  # fmt: skip
+    return "\n".join(lines) or "(neither the crowd test nor the benchmark ran)"
+
+
+def run_bench_load(seconds: float) -> str:
+    """``benchmarks/bench_load.py``'s printout (its verdict lines included), or why there is none."""
+    command = [sys.executable, str(BENCH_LOAD), "--seconds", str(seconds)]
+    print("running:", " ".join(command), flush=True)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=seconds + 600)
+    if done.returncode != 0:
+        return f"bench_load.py failed (exit {done.returncode}): {done.stderr.strip().splitlines()[-1:]}"
+    return done.stdout
+
+
 def mechanisms(cases: list[Case]) -> str:
     used = [
         f"{c.properties['reliability_class']}: {c.properties['mechanism']}"
@@ -143,12 +186,13 @@ def mechanisms(cases: list[Case]) -> str:
 TEMPLATE = """# Reliability
 
 What the app promises a public Space under attack and a lab server under load,
-and the tests that hold it to it. **The tally, the soak numbers and the RSS
-curve below are generated** by `python scripts/reliability_report.py` from the
-JUnit report of its test run ({mode}); edit the prose in that script, not here.
+and the tests that hold it to it. **The tally, the soak and crowd numbers and
+the RSS curve below are generated** by `python scripts/reliability_report.py`
+from the JUnit report of its test run ({mode}) and a run of
+`benchmarks/bench_load.py`; edit the prose in that script, not here.
 
-* CI runs these tests with the short soak, as part of `python -m pytest`:
-  `python -m pytest tests/test_hostile.py tests/test_fuzz.py tests/test_faults.py tests/test_load_soak.py`
+* CI runs these tests with the short soak and the short crowd, as part of `python -m pytest`
+  (the modules are `MODULES` in `scripts/reliability_report.py`).
 * The full soak alone: `QP_SOAK=full python -m pytest -m soak` (2,000 selections,
   32 clients × 20 selections; about 7 minutes on 2 cores).
 * Regenerate this page: `python scripts/reliability_report.py` (with `QP_SOAK=full`
@@ -193,6 +237,16 @@ evicts and reloads: the worst case for an LRU. RSS is compared by medians
 because the allocator spikes for a cycle now and then. A leak of one ONNX model
 per selection fails the soak, and a cache without single-flight fails the
 concurrent test (both checked once by breaking the code on purpose).
+
+## A crowd of 50
+
+{crowd}
+
+Light requests (cached `/load_folder`, `/layers`, `/predict`) think 0.5–1.5 s
+between requests; heavy ones (`/layer_error`, `/flips`) ask again as soon as
+answered. The targets (issue 12): under the crowd, `/load_folder` p95 ≤ 1 s and
+`/layers` p95 ≤ 2 s, measured by the benchmark, where the app has its own
+process as on a server.
 
 ## Faults, and how they are made real
 
@@ -249,20 +303,27 @@ the next pull or load succeeds.
 """
 
 
-def render(cases: list[Case]) -> str:
+def render(cases: list[Case], bench: str | None = None) -> str:
     full = any(
         c.function == "test_rss_stays_flat_cycling_12_folders_through_a_cache_of_8"
         and c.properties.get("selections") == "2000"
         for c in cases
     )
     mode = "full soak" if full else "CI's short soak"
-    return TEMPLATE.format(mode=mode, tally=tally(cases), soak=soak_section(cases), mechanisms=mechanisms(cases))
+    return TEMPLATE.format(mode=mode, tally=tally(cases), soak=soak_section(cases), crowd=crowd_section(cases, bench),
+                           mechanisms=mechanisms(cases))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--junit", type=Path, help="render this JUnit XML instead of running the tests")
     parser.add_argument("--out", type=Path, default=DOC, help=f"where to write (default: {DOC.relative_to(ROOT)})")
+    parser.add_argument(
+        "--bench-seconds",
+        type=float,
+        default=None,
+        help="run benchmarks/bench_load.py this long (default 30; 0, or --junit, skips it)",
+    )
     args, extra = parser.parse_known_args(argv)
     code = 0
     if args.junit is None:
@@ -275,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
             cases = read_cases(xml)
     else:
         cases = read_cases(args.junit)
-    args.out.write_text(render(cases), encoding="utf-8")
+    seconds = args.bench_seconds if args.bench_seconds is not None else (0 if args.junit else 30)
+    bench = run_bench_load(seconds) if seconds > 0 else None
+    args.out.write_text(render(cases, bench), encoding="utf-8")
     print(f"wrote {os.path.relpath(args.out)}: {len(cases)} tests, {sum(c.cases for c in cases):,} cases")
     return code
 

@@ -93,6 +93,14 @@ def variant_folder(built_variants: Path, models_root: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _reliability_class(request: pytest.FixtureRequest) -> None:
+    """A test marked ``reliability("...")`` is counted under that class by scripts/reliability_report.py."""
+    marker = request.node.get_closest_marker("reliability")
+    if marker is not None:
+        request.node.user_properties.append(("reliability_class", marker.args[0]))
+
+
+@pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test starts with an empty folder cache and its own Hugging Face home."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))

@@ -38,6 +38,8 @@ from tests.conftest import VARIANT_FILES
 from tests.hub_servers import HubContractServer
 from tests.memory import memory_use
 
+pytestmark = pytest.mark.reliability("Decompression bombs: samples, test sets, .pt, images")
+
 TINY_FILES = sorted(VARIANT_FILES.values())
 # What handling a refused bomb may add to the process, at its peak: the work of answering, not the bomb.
 RISE_MB = 48

@@ -30,6 +30,8 @@ from tests.audit import record_opens
 from tests.test_predictions import build_flip_folder
 from tests.test_scorecard import write_fashion_test_set
 
+pytestmark = pytest.mark.reliability("Files linked out of an allowed folder")
+
 TARGETS = ("/etc/passwd", "/etc/hostname")
 CODE_ROOTS = tuple({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, *sysconfig.get_paths().values())})
 IMAGES, LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"

@@ -32,6 +32,8 @@ from quantcore.load.files import control_flow_ops, load_onnx_model, refuse_contr
 from tests.app_server import copy_bundled, served_app
 from tests.hub_servers import HubContractServer
 
+pytestmark = pytest.mark.reliability("Endless models: run deadlines (QP_RUN_TIMEOUT_S)")
+
 CLASSES = 10
 
 

@@ -23,7 +23,10 @@ from tests.app_server import served_app
 from tests.conftest import VARIANT_FILES
 from tests.hub_servers import TRICKLE, HubContractServer
 
-pytestmark = pytest.mark.hub
+pytestmark = [
+    pytest.mark.hub,
+    pytest.mark.reliability("Hostile Hub through the API: slow pulls end and free their slots"),
+]
 
 ERROR, SUCCESS = ICONS[Kind.ERROR], ICONS[Kind.SUCCESS]
 LOADED_FOUR = f"{ICONS[Kind.WARNING]} **Loaded 4 of 5 variants from {escape('org/cached')}"

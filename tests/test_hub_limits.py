@@ -23,7 +23,10 @@ from quantcore.load import hub, hub_transfer
 from tests.conftest import VARIANT_FILES
 from tests.hub_servers import ENDLESS, LOOPBACK, OVERSIZE, TRICKLE, HubContractServer, free_port, git_blob_sha1
 
-pytestmark = pytest.mark.hub
+pytestmark = [
+    pytest.mark.hub,
+    pytest.mark.reliability("Hostile Hub: listed sizes, endless and trickling bodies, many files"),
+]
 
 TINY_FILES = sorted(VARIANT_FILES.values())
 GB = 1024**3

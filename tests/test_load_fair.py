@@ -22,6 +22,8 @@ from quantcore import settings
 from quantcore.heavy import heavy_gate
 from tests.app_server import Server, app_server  # noqa: F401  (app_server is a fixture)
 
+pytestmark = pytest.mark.reliability("Heavy work: bounded, fair between sessions, its wait shown")
+
 FOLDER = "resnet8"
 WAITING = "Waiting for a free slot for heavy runs"
 
