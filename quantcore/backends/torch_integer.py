@@ -10,6 +10,7 @@ which is what the step holds (and the note says so).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -129,6 +130,16 @@ def overflowing_pairs(weight: np.ndarray, input_seen: tuple[int, int]) -> tuple[
     return int(np.count_nonzero((top > INT16_MAX) | (bottom < INT16_MIN))), int(a.size)
 
 
+@functools.cache
+def _cpu_flags() -> str | None:
+    """The ``flags`` line of ``/proc/cpuinfo``, read once (None where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            return next((line for line in info if line.startswith("flags")), "")
+    except OSError:
+        return None
+
+
 def fbgemm_pairs_saturate(cpu_flags: str | None = None) -> bool | None:
     """Whether this machine's fbgemm adds u8·s8 product pairs in saturating int16, if known.
 
@@ -137,10 +148,8 @@ def fbgemm_pairs_saturate(cpu_flags: str | None = None) -> bool | None:
     of ``/proc/cpuinfo`` (read when not given); None where they cannot be read or the CPU is neither.
     """
     if cpu_flags is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-                cpu_flags = next((line for line in info if line.startswith("flags")), "")
-        except OSError:
+        cpu_flags = _cpu_flags()
+        if cpu_flags is None:
             return None
     flags = set(cpu_flags.split())
     if "avx512_vnni" in flags:

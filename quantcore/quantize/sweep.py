@@ -179,7 +179,7 @@ def cached_sweep(
 def computed_sweeps(variants: ModelVariants) -> list[tuple[Recipe, int]]:
     """The (recipe, images) of every sweep computed for this folder so far, oldest first."""
     done = results_cache.computed(variants.with_recipes({}))
-    return [(Recipe.from_dict(json.loads(s[0])), int(s[1])) for view, s in dict.fromkeys(done) if view == "sweep"]
+    return [(Recipe.from_dict(json.loads(s[0])), int(s[1])) for view, s in done if view == "sweep"]
 
 
 def keep_worst_in_float(report: SweepReport, k: int) -> Recipe:
