@@ -193,3 +193,45 @@ def test_torchscript_whole_network_against_torchs_answers(report: IntegerReport,
         env[step.output.name] = run_step(step, [env[t.name] for t in step.inputs], fixed=True)
     ours_top1 = env[result.graph.output_q.name].reshape(IMAGES, -1).argmax(1)
     assert run.top1_agree == int(np.sum(ours_top1 == torch_top1))
+
+
+def _figures(result) -> list[tuple]:
+    """Everything a variant's integer view measured on the samples, layer by layer and step by step."""
+    layers = [
+        (la.step.name, la.observed.tolist(), la.at_min.tolist(), la.at_max.tolist(), la.outputs_per_channel,
+         la.float_mismatch, la.fixed_mismatch, la.images, la.input_seen)
+        for la in result.layers
+    ]  # fmt: skip
+    runs = [(r.images, r.top1_agree, r.steps, r.stopped) for r in (result.network_fixed, result.network_float)]
+    return layers + runs
+
+
+def test_batches_shrink_to_the_activation_budget_and_nothing_measured_changes(report: IntegerReport, variants) -> None:
+    from quantcore import settings
+
+    before = settings.current()
+    try:
+        settings.configure(max_activation_bytes=3 * 2**20)  # ResNet8 takes about 1.8 MB an image here
+        tight = integer_view(variants, images=IMAGES, batch_size=8, float_network=True)
+    finally:
+        settings.configure(**before.__dict__)
+    assert {v.batch_size for v in report.variants} == {8}
+    assert {v.batch_size for v in tight.variants} == {1}
+    assert any("QP_MAX_ACTIVATION_MB" in n and "batches of 1 (not 8)" in n for n in tight.notes)
+    for roomy, small in zip(report.variants, tight.variants, strict=True):
+        assert _figures(roomy) == _figures(small)
+
+
+def test_a_graph_that_fixes_its_batch_runs_in_whole_batches(report: IntegerReport, models_root: Path) -> None:
+    import shutil
+
+    folder = models_root / "resnet8"
+    shutil.copytree(BUNDLED, folder)
+    path = folder / "resnet8_int8.onnx"
+    model = onnx.load(str(path))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 3  # 16 images: five runs of 3, then 1 of 3
+    onnx.save(model, str(path))
+    fixed = integer_view(load_model_variants(folder), images=IMAGES, batch_size=8, float_network=True)
+    result = fixed.variant(VariantKey.ONNX_INT8)
+    assert result is not None and result.batch_size == 6  # the 8 asked for, in whole runs of 3
+    assert _figures(result) == _figures(report.variant(VariantKey.ONNX_INT8))

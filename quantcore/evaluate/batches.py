@@ -60,6 +60,19 @@ class InputBatches:
             yield self.take(start, start + batch_size)
 
 
+def fitting_batch(requested: int, per_image: float, budget: int, notes: list[str]) -> int:
+    """The largest batch up to ``requested`` whose working set, ``per_image`` bytes an image, fits ``budget``.
+
+    A smaller batch than asked for is said in ``notes``.
+    """
+    fitting = max(1, int(budget // max(per_image, 1.0)))
+    if fitting < requested:
+        notes.append(f"batches of {fitting} (not {requested}): one image's activations take {per_image / 2**20:.1f} "
+                     f"MB, and the budget is {budget / 2**20:.0f} MB (QP_MAX_ACTIVATION_MB)")  # fmt: skip
+        return fitting
+    return requested
+
+
 def prepared_inputs(
     values: np.ndarray, *, labels: np.ndarray | None = None, description: str = "given inputs"
 ) -> InputBatches:

@@ -26,7 +26,7 @@ import numpy as np
 from quantcore import settings
 from quantcore.backends import Capture, Layer, Tapper, tapper_for, to_numpy
 from quantcore.errors import RunTimeoutError
-from quantcore.evaluate.batches import InputBatches, sample_inputs
+from quantcore.evaluate.batches import InputBatches, fitting_batch, sample_inputs
 from quantcore.evaluate.failures import failure_note
 from quantcore.evaluate.inputs import InputSpec, input_spec, to_model_input, variant_spec
 from quantcore.evaluate.progress import Progress
@@ -214,7 +214,7 @@ def layer_drift(
         if done == 1:
             # References' captures, and variants'; a graph run as written also holds each Q/DQ step's float copy.
             per_image = sum(_captured_bytes(c) for c in captured.values()) * (3 if as_written else 2)
-            size = _fitting_batch(batch_size, per_image, budget, notes)
+            size = fitting_batch(batch_size, per_image, budget, notes)
         report(done, f"through {len(comparisons)} variant(s)")
         if not comparisons:
             break
@@ -281,16 +281,6 @@ def _runner(tapper: Tapper, spec: InputSpec, *, convert: bool = True) -> Tapper:
 
 def _captured_bytes(capture: Capture) -> int:
     return int(capture.output.nbytes + sum(to_numpy(v).nbytes for v in capture.values.values()))
-
-
-def _fitting_batch(requested: int, per_image: float, budget: int, notes: list[str]) -> int:
-    """The largest batch up to ``requested`` whose captured activations fit ``budget`` bytes."""
-    fitting = max(1, int(budget // max(per_image, 1.0)))
-    if fitting < requested:
-        notes.append(f"batches of {fitting} (not {requested}): one image's activations take {per_image / 2**20:.1f} "
-                     f"MB, and the budget is {budget / 2**20:.0f} MB (QP_MAX_ACTIVATION_MB)")  # fmt: skip
-        return fitting
-    return requested
 
 
 def _compare_batch(

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from quantcore.backends import INTEGER_KERNELS, integer_graph_for, integer_tapper_for, kernel_ops, to_integers
+from quantcore import settings
+from quantcore.backends import INTEGER_KERNELS, Tapper, integer_graph_for, integer_tapper_for, kernel_ops, to_integers
 from quantcore.backends.integer_graph import IntegerGraph
 from quantcore.errors import RunTimeoutError
-from quantcore.evaluate.batches import sample_inputs
+from quantcore.evaluate.batches import fitting_batch, sample_inputs
 from quantcore.evaluate.failures import failure_note
 from quantcore.evaluate.inputs import InputSpec, input_spec, to_model_input, variant_spec
 from quantcore.evaluate.progress import Progress
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_IMAGES = 256
 DEFAULT_BATCH_SIZE = 64
 ProgressFn = Callable[[float, str], None]
+_Run = tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class VariantInteger:
     network_float: NetworkRun | None  # onnxruntime's float requantization everywhere (when asked for)
     network_fixed: NetworkRun | None  # fixed-point M0/shift everywhere: what a microcontroller computes
     kernels: dict[str, str]  # layer output tensor -> the runtime's op that makes it (after onnxruntime's fusions)
+    batch_size: int = DEFAULT_BATCH_SIZE  # images per run, after the activation budget (QP_MAX_ACTIVATION_MB)
 
     @property
     def runtime(self) -> str:
@@ -76,13 +79,35 @@ class IntegerReport:
         return next((v for v in self.variants if str(v.variant) == str(key)), None)
 
 
-def _batches_of(spec: InputSpec, pixels: np.ndarray, convert: bool) -> list[np.ndarray]:
-    """The variant's own input for ``pixels``, split into the batch its graph fixes (if it fixes one)."""
+# What an image costs while its batch is worked on. Per integer value tapped: the tap (1–2 bytes), the reference's
+# two int16 outputs kept for the network run (4) and the network run's own tensors (up to 8). Per value of the
+# largest layer output: one layer's arithmetic (the accumulator, its scaled and rounded copies, the distances to
+# a rounding half, the outputs and their differences: 32). Checked against the RSS by benchmarks/bench_integer.py.
+BYTES_PER_TAPPED_VALUE = 14
+BYTES_PER_LAYER_VALUE = 32
+
+
+def working_bytes(values: dict[str, np.ndarray], graph: IntegerGraph, images: int) -> float:
+    """Bytes one image of this batch takes while the integer view works on it (see ``BYTES_PER_*``)."""
+    largest = max((values[s.output.name].size for s in graph.layers if s.output.name in values), default=0)
+    tapped = sum(v.size for v in values.values())
+    return (BYTES_PER_TAPPED_VALUE * tapped + BYTES_PER_LAYER_VALUE * largest) / max(images, 1)
+
+
+def _runs(tapper: Tapper, spec: InputSpec, pixels: np.ndarray, convert: bool) -> Iterator[_Run]:
+    """The variant's own input for ``pixels`` run through ``tapper``, in the batch its graph fixes (if it fixes
+    one): (model input, integer taps, output) per run. A short last run is filled up with copies of its first
+    row, and the extra rows are dropped from what it hands back."""
     x = to_model_input(pixels, spec) if convert else pixels
-    fixed = spec.batch
-    if fixed is None:
-        return [x]
-    return [x[i : i + fixed] for i in range(0, len(x), fixed)]
+    fixed = spec.batch or len(x)
+    for start in range(0, len(x), fixed):
+        chunk = x[start : start + fixed]
+        keep = len(chunk)
+        if keep < fixed:
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], fixed - keep, axis=0)])
+        capture = tapper(chunk)
+        values = {t: to_integers(v)[:keep] for t, v in capture.values.items()}
+        yield chunk[:keep], values, np.asarray(capture.output)[:keep]
 
 
 def integer_view(
@@ -101,7 +126,8 @@ def integer_view(
     Args:
         variants: a folder's variants from ``load_model_variants``.
         images: how many of the folder's samples (generated inputs when it has none).
-        batch_size: images per onnxruntime run.
+        batch_size: images per onnxruntime run, at most: fewer when their activations would not fit
+            ``QP_MAX_ACTIVATION_MB`` (said in the notes).
         float_network: also run the whole network with onnxruntime's float requantization (the fixed-point
             run, what a microcontroller computes, always runs).
         progress: called with (fraction done, message) after every batch.
@@ -137,18 +163,23 @@ def integer_view(
     notes.extend(input_notes)
 
     results: list[VariantInteger] = []
+    budget = settings.current().max_activation_bytes
     report = Progress(inputs.count * max(len(plans), 1), progress)
     done_all = 0
     for key, graph, spec in plans:
         stats = [LayerStats(step) for step in graph.layers]
         networks = [NetworkRunner(graph, fixed=True)] + ([NetworkRunner(graph, fixed=False)] if float_network else [])
         taps = sorted({t.name for s in graph.layers for t in (*s.inputs, s.output)} | set(networks[0].taps))
+        size, run_size = batch_size, spec.batch or 1
         try:
             tapper = integer_tapper_for(variants.model(key), taps)
-            for pixels, _labels in inputs.batches(batch_size):
-                for x in _batches_of(spec, pixels, not inputs.as_model_input):
-                    capture = tapper(x)
-                    values = {t: to_integers(v) for t, v in capture.values.items()}
+            done = 0
+            while done < inputs.count:
+                # The first run alone measures what an image costs; the batch is then set to fit the budget
+                # (in whole runs of the batch a graph fixes).
+                stop = min(run_size if done == 0 else done + size, inputs.count)
+                pixels, _labels = inputs.take(done, stop)
+                for x, values, output in _runs(tapper, spec, pixels, not inputs.as_model_input):
                     by_mode: dict[bool, dict[str, np.ndarray]] = {True: {}, False: {}}
                     for layer in stats:
                         name = layer.step.name
@@ -156,8 +187,12 @@ def integer_view(
                             values[layer.step.inputs[0].name], values[layer.step.output.name]
                         )
                     for network in networks:
-                        network.update(x, values, capture.output, by_mode[network.fixed])
-                done_all += len(pixels)
+                        network.update(x, values, output, by_mode[network.fixed])
+                if done == 0:
+                    size = fitting_batch(batch_size, working_bytes(values, graph, len(x)), budget, notes)
+                    size = max(run_size, size - size % run_size)
+                done_all += stop - done
+                done = stop
                 report(done_all, f"{key}: integer reference")
         except RunTimeoutError:
             raise
@@ -174,7 +209,7 @@ def integer_view(
             kernels = {}
         layers = tuple(s.result() for s in stats)
         notes.extend(f"{key}: {n}" for n in _runtime_notes(graph, layers))
-        results.append(VariantInteger(key, graph, layers, net_float, net_fixed, kernels))
+        results.append(VariantInteger(key, graph, layers, net_float, net_fixed, kernels, size))
     seconds = time.perf_counter() - started
     logger.info("integer view: %d variant(s), %d image(s), %.2fs", len(results), inputs.count, seconds)
     return IntegerReport(tuple(results), inputs.count, inputs.description, seconds, tuple(dict.fromkeys(notes)))
