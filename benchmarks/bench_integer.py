@@ -14,12 +14,22 @@ load from elsewhere falls on both alike):
     fixed-point requantization, the accumulator and saturation figures, and the
     whole-network fixed-point integer run. Not served from the results cache.
 
-Both warm up first. Target: median (b) / median (a) <= 3.0. Exits non-zero when missed.
+Both warm up first. Target: median (b) / median (a) <= 3.0.
+
+Then memory, in a fresh process: the 224x224 model of bench_drift.py (built here), its integer view warmed
+up on one image, then over ``--large-images`` with ``QP_MAX_ACTIVATION_MB=--budget-mb``; the peak RSS growth
+(sampled every 2 ms) must stay within the budget + 20 %.
+
+Exits non-zero when either target is missed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import threading
 import logging
 import platform
 import statistics
@@ -44,6 +54,7 @@ from quantcore.evaluate.inputs import input_spec, to_model_input, variant_spec  
 from quantcore.integer.view import DEFAULT_BATCH_SIZE, integer_view  # noqa: E402
 
 TARGET = 3.0
+MEMORY_SLACK = 1.2
 
 
 def main() -> None:
@@ -52,9 +63,15 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=settings.current().threads)
+    parser.add_argument("--large-images", type=int, default=64, help="images for the 224x224 memory run (0: skip)")
+    parser.add_argument("--budget-mb", type=int, default=64, help="QP_MAX_ACTIVATION_MB for the memory run")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # the memory run's own process
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
+    if args.child is not None:
+        print(json.dumps(memory_child(args.child, args.large_images)))
+        return
 
     with tempfile.TemporaryDirectory() as scratch:
         folder, origin = model_folder(args.folder, Path(scratch), samples=args.images)
@@ -99,7 +116,58 @@ def main() -> None:
     ok = ratio <= TARGET
     print(f"ratio integer view / plain inference = {ours_s:.3f} / {plain_s:.3f} s = {ratio:.2f} "
           f"(target <= {TARGET:.1f}) -> {'OK' if ok else 'OVER'}")  # fmt: skip
-    sys.exit(0 if ok else 1)
+    memory_ok = args.large_images <= 0 or large_memory(args.large_images, args.budget_mb)
+    sys.exit(0 if ok and memory_ok else 1)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+
+def memory_child(folder: Path, images: int) -> dict[str, object]:
+    """In a fresh process: the peak RSS growth of one integer view over ``images``, after one over one image."""
+    settings.configure(models_root=folder.parent)
+    variants = quantcore.load_model_variants(folder)
+    integer_view(variants, images=1)  # sessions built; their arenas sized for one image only
+    before = _rss_mb()
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mb())
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    report = integer_view(variants, images=images)
+    done.set()
+    sampler.join()
+    return {"images": report.images, "variants": [str(v.variant) for v in report.variants],
+            "batch_size": sorted({v.batch_size for v in report.variants}),
+            "rss_growth_mb": round(max(peak[0], _rss_mb()) - before, 1)}  # fmt: skip
+
+
+def large_memory(images: int, budget_mb: int) -> bool:
+    """The 224x224 model's integer view under ``QP_MAX_ACTIVATION_MB=budget_mb``, in its own process."""
+    from bench_drift import build_large_model
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch) / "large224"
+        folder.mkdir()
+        build_large_model(folder)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(folder), "--large-images", str(images)],
+            check=True, capture_output=True, text=True, env={**os.environ, "QP_MAX_ACTIVATION_MB": str(budget_mb)},
+        )  # fmt: skip
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    limit = budget_mb * MEMORY_SLACK
+    ok = row["rss_growth_mb"] <= limit
+    print(f"224x224 model ({', '.join(row['variants'])}), {row['images']} images, QP_MAX_ACTIVATION_MB={budget_mb}: "
+          f"batches of {', '.join(map(str, row['batch_size']))}, peak RSS growth {row['rss_growth_mb']} MB "
+          f"(budget + 20 % = {limit:.0f} MB) -> {'OK' if ok else 'OVER'}")  # fmt: skip
+    return ok
 
 
 def _cpus() -> int:
