@@ -275,3 +275,29 @@ def test_fixed_from_float_takes_each_values_own_channel() -> None:
     small = np.abs(full) <= 600
     assert small.mean() > 0.5 and not np.array_equal(rounded[small], full[small]), "the shortcut is exercised"
     assert np.array_equal(fast[small].astype(np.int64), full[small])
+
+
+@pytest.mark.parametrize("dtypes", [("uint8", "uint8", "uint8"), ("int8", "int8", "int8"), ("uint8", "int8", "int8")])
+@pytest.mark.parametrize("relu", [False, True])
+def test_an_add_looked_up_equals_its_arithmetic(dtypes: tuple[str, str, str], relu: bool) -> None:
+    from quantcore.integer.network import _add
+
+    a_type, b_type, out_type = dtypes
+    rng = np.random.default_rng(7)
+    zero = {"uint8": 131, "int8": -3}
+    step = IntegerStep(
+        "add", "QLinearAdd", "add",
+        (IntTensor("a", 0.0213, zero[a_type], a_type), IntTensor("b", 0.0478, zero[b_type], b_type)),
+        IntTensor("y", 0.0561, zero[out_type], out_type), relu=relu,
+    )  # fmt: skip
+    low_a, high_a = (0, 255) if a_type == "uint8" else (-128, 127)
+    low_b, high_b = (0, 255) if b_type == "uint8" else (-128, 127)
+    # every pair once, then a broadcast against one row, in the types the steps before hand over
+    a = np.repeat(np.arange(low_a, high_a + 1), high_b - low_b + 1).reshape(2, 128, 1, -1).astype(np.int16)
+    b = np.tile(np.arange(low_b, high_b + 1), high_a - low_a + 1).reshape(a.shape).astype(np.int64)
+    row = rng.integers(low_b, high_b + 1, size=(1, 1, 1, a.shape[-1]))
+    for fixed in (False, True):
+        for x, y in ((a, b), (a, row)):
+            ours = run_step(step, [x, y], fixed=fixed)
+            direct = _add(step, x.astype(np.int64), np.asarray(y, np.int64), fixed)
+            assert ours.shape == direct.shape and np.array_equal(ours, direct)

@@ -13,6 +13,7 @@ onnxruntime's float requantization, which should agree exactly.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,8 @@ from quantcore.integer.layers import Requantization, requantize_step
 
 # Left shift applied to both addends before rescaling, as TFLite's int8 Add does (room for the rounding).
 ADD_LEFT_SHIFT = 20
+# Each 8-bit add's output for every pair of inputs, per arithmetic (fixed point or not); dropped with the step.
+_ADD_TABLES: weakref.WeakKeyDictionary[IntegerStep, dict[bool, np.ndarray]] = weakref.WeakKeyDictionary()
 
 
 class UnsupportedStepError(ValueError):
@@ -92,6 +95,26 @@ def _add(step: IntegerStep, a: np.ndarray, b: np.ndarray, fixed: bool) -> np.nda
     return np.maximum(out, y.zero_point) if step.relu else out
 
 
+def _add_by_table(step: IntegerStep, a: np.ndarray, b: np.ndarray, fixed: bool) -> np.ndarray:
+    """``_add`` looked up: with 8-bit inputs the output of every input pair is tabled once (256×256, computed by
+    ``_add`` itself), so each batch costs an index and a gather instead of some thirty passes over int64."""
+    (qa, qb), (low_a, high_a), (low_b, high_b) = step.inputs, *(integer_limits(q.dtype) for q in step.inputs)
+    if high_a - low_a > 255 or high_b - low_b > 255:
+        return _add(step, a, b, fixed)
+    tables = _ADD_TABLES.setdefault(step, {})
+    if fixed not in tables:
+        every_a = np.arange(low_a, high_a + 1, dtype=np.int64)[:, None]
+        every_b = np.arange(low_b, high_b + 1, dtype=np.int64)[None, :]
+        tables[fixed] = _add(step, every_a, every_b, fixed).astype(np.int16).reshape(-1)
+    a, b = np.broadcast_arrays(a, b)
+    index = a.astype(np.int32)
+    index -= low_a
+    index *= high_b - low_b + 1
+    np.add(index, b, out=index, casting="unsafe")  # b is an 8-bit value held in a wider type
+    index -= low_b
+    return tables[fixed].take(index)
+
+
 def _average_pool(step: IntegerStep, x: np.ndarray, fixed: bool) -> np.ndarray:
     q, y = step.inputs[0], step.output
     axes = tuple(range(1, x.ndim - 1)) if step.attrs.get("channels_last") else tuple(range(2, x.ndim))
@@ -139,7 +162,7 @@ def run_step(step: IntegerStep, values: list[np.ndarray], *, fixed: bool, bound:
         acc = accumulate_exact(step, values[0], bound)
         return requantize_step(step, acc, Requantization.of(step), fixed=fixed)
     if step.kind == "add":
-        return _add(step, values[0], values[1], fixed)
+        return _add_by_table(step, values[0], values[1], fixed)
     if step.kind == "global_average_pool":
         return _average_pool(step, values[0], fixed)
     if step.kind == "relu":
