@@ -4,7 +4,9 @@
 
 Starts the app in its own process, times cached /load_folder and /layers alone (idle), then starts
 50 gradio_client sessions from this process (20 /load_folder, 14 /layers, 8 /predict thinking
-``--think`` s on average between requests; 4 /layer_error and 4 /flips back to back) and times the
+``--think`` s on average between requests; 4 /layer_error and 4 /flips back to back; each /layer_error
+asks for an image count not asked for before, so that it computes rather than being answered from the
+results cache, unless ``--cached``) and times the
 same light requests inside the crowd, ``--rounds`` times one after another (one app process, the
 clients reused). Prints each round's p95 of the light requests, then p50/p95 of every endpoint with all
 rounds' requests pooled, idle and loaded, and their ratio: one 30 s round's p95 rests on ~20 requests
@@ -15,6 +17,7 @@ Target (issue 12): under the crowd, /load_folder p95 <= 1 s and /layers p95 <= 2
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import statistics
@@ -29,6 +32,8 @@ FOLDER = "resnet8"
 LIGHT = {"/load_folder": (FOLDER,), "/layers": (FOLDER, None)}
 CROWD = [("/load_folder", (FOLDER,))] * 20 + [("/layers", (FOLDER, None))] * 14 + [("/predict", (FOLDER,))] * 8
 CROWD += [("/layer_error", (FOLDER, 64))] * 4 + [("/flips", (FOLDER,))] * 4
+# Image counts for /layer_error, each asked for once: 16, 17, 18, ... (each a new run over that many samples).
+FRESH_IMAGES = itertools.count(16)
 TARGETS = {"/load_folder": 1.0, "/layers": 2.0}
 
 
@@ -49,6 +54,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--think", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3, help="crowds one after another, pooled (default 3)")
+    parser.add_argument("--cached", dest="fresh", action="store_false",
+                        help="every /layer_error asks for 64 images, answered from the results cache after the first")
     args = parser.parse_args()
     port = free_port()
     proc = start(["app.py", "--port", str(port)])
@@ -66,7 +73,7 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         with ThreadPoolExecutor(4) as pool:
             clients = list(pool.map(lambda _: client(url, 300), CROWD))
-        rounds = [crowd_round(clients, args.seconds, args.think) for _ in range(args.rounds)]
+        rounds = [crowd_round(clients, args.seconds, args.think, args.fresh) for _ in range(args.rounds)]
     finally:
         stop(proc)
     loaded: dict[str, list[float]] = defaultdict(list)
@@ -93,8 +100,11 @@ def main() -> None:
                   f"{len(crowd)}")  # fmt: skip
 
 
-def crowd_round(clients: list[Client], seconds: float, think: float) -> dict[str, list[float]]:
-    """Every client of ``CROWD`` at once for ``seconds``: each request's latency, by endpoint."""
+def crowd_round(clients: list[Client], seconds: float, think: float, fresh: bool) -> dict[str, list[float]]:
+    """Every client of ``CROWD`` at once for ``seconds``: each request's latency, by endpoint.
+
+    ``fresh``: every /layer_error asks for a new image count, so the heavy slots compute all the time.
+    """
     loaded: dict[str, list[float]] = defaultdict(list)
     end = time.monotonic() + seconds
 
@@ -102,6 +112,8 @@ def crowd_round(clients: list[Client], seconds: float, think: float) -> dict[str
         endpoint, call = CROWD[number]
         rng = random.Random(number)
         while time.monotonic() < end:
+            if fresh and endpoint == "/layer_error":  # an image count not asked for yet: computed, not cached
+                call = (FOLDER, next(FRESH_IMAGES))
             began = time.perf_counter()
             clients[number].predict(*call, api_name=endpoint)
             loaded[endpoint].append(time.perf_counter() - began)
