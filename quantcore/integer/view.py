@@ -190,7 +190,9 @@ def integer_view(
                     for network in networks:
                         network.update(x, values, output, by_mode[network.fixed])
                 if done == 0:
-                    size = fitting_batch(batch_size, working_bytes(values, graph, len(x)), budget, notes)
+                    sized: list[str] = []
+                    size = fitting_batch(batch_size, working_bytes(values, graph, len(x)), budget, sized)
+                    notes.extend(f"{key}: {n}" for n in sized)
                     size = max(run_size, size - size % run_size)
                 done_all += stop - done
                 done = stop
