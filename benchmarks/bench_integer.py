@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import threading
 import logging
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path

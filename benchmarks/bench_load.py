@@ -32,8 +32,9 @@ FOLDER = "resnet8"
 LIGHT = {"/load_folder": (FOLDER,), "/layers": (FOLDER, None)}
 CROWD = [("/load_folder", (FOLDER,))] * 20 + [("/layers", (FOLDER, None))] * 14 + [("/predict", (FOLDER,))] * 8
 CROWD += [("/layer_error", (FOLDER, 64))] * 4 + [("/flips", (FOLDER,))] * 4
-# Image counts for /layer_error, each asked for once: 16, 17, 18, ... (each a new run over that many samples).
-FRESH_IMAGES = itertools.count(16)
+# Image counts for /layer_error near the 64 of --cached, taken in turn: more of them than the results cache holds
+# (32 entries, least recently used dropped first), so that every request is a new run over that many samples.
+FRESH_IMAGES = itertools.cycle(range(48, 88))
 TARGETS = {"/load_folder": 1.0, "/layers": 2.0}
 
 
@@ -54,8 +55,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--think", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3, help="crowds one after another, pooled (default 3)")
-    parser.add_argument("--cached", dest="fresh", action="store_false",
-                        help="every /layer_error asks for 64 images, answered from the results cache after the first")
+    parser.add_argument(
+        "--cached",
+        dest="fresh",
+        action="store_false",
+        help="every /layer_error asks for 64 images, answered from the results cache after the first",
+    )
     args = parser.parse_args()
     port = free_port()
     proc = start(["app.py", "--port", str(port)])
@@ -85,8 +90,10 @@ def main() -> None:
     for endpoint in LIGHT:
         each = ", ".join(f"{pct(times[endpoint], 0.95):.2f}" for times in rounds)
         print(f"{endpoint} crowd p95 of each round: {each} s")
-    print(f"{'endpoint':14} {'idle p50':>9} {'idle p95':>9} {'crowd p50':>10} {'crowd p95':>10} {'p95 ratio':>9}  n"
-          "   (crowd: every round's requests pooled)")
+    print(
+        f"{'endpoint':14} {'idle p50':>9} {'idle p95':>9} {'crowd p50':>10} {'crowd p95':>10} {'p95 ratio':>9}  n"
+        "   (crowd: every round's requests pooled)"
+    )
     for endpoint in (*LIGHT, "/predict", "/layer_error", "/flips"):
         crowd = loaded[endpoint]
         if endpoint in idle:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,8 @@ MODULES = [
 BENCH_LOAD = ROOT / "benchmarks" / "bench_load.py"
 DOC = ROOT / "docs" / "RELIABILITY.md"
 BENCH_ROUNDS = 3
+QUIET_LOAD = 1.0  # the one-minute load average a benchmark waits for (at most SETTLE_S)
+SETTLE_S = 180.0
 
 
 @dataclass
@@ -166,7 +169,7 @@ def crowd_section(cases: list[Case], bench: str | None) -> str:
     return "\n".join(lines) or "(neither the crowd test nor the benchmark ran)"
 
 
-def settle(quiet: float = 1.0, longest: float = 180.0) -> None:
+def settle(quiet: float = QUIET_LOAD, longest: float = SETTLE_S) -> None:
     """Wait (at most ``longest`` s) for the one-minute load average to fall below ``quiet``.
 
     The tests just run leave it at 2–3 on 2 cores for a minute or more; a crowd benchmark started then
@@ -263,16 +266,9 @@ concurrent test (both checked once by breaking the code on purpose).
 
 Light requests (cached `/load_folder`, `/layers`, `/predict`) think 0.5–1.5 s
 between requests; heavy ones (`/layer_error`, `/flips`) ask again as soon as
-answered. The benchmark runs the crowd twice: with every `/layer_error` asking
-for an image count not asked for before, so that the heavy slots compute all
-the time, and with `--cached`, where the results cache answers every heavy
-request after the first, so that they come many times faster and the server's
-cost per request (Gradio's queue and event stream) is what loads it. The
-targets (issue 12): under the crowd, `/load_folder` p95 ≤ 1 s and `/layers`
-p95 ≤ 2 s, measured by the benchmark, where the app has its own process as on a
-server: three 30 s crowds one after another with every request pooled, each
-started once the load before it has died down (one-minute load average below 1,
-or after 3 minutes).
+answered. The targets (issue 12): under the crowd, `/load_folder` p95 ≤ 1 s and
+`/layers` p95 ≤ 2 s, measured by the benchmark, where the app has its own
+process as on a server. {bench_method}
 
 ## Faults, and how they are made real
 
@@ -329,20 +325,37 @@ the next pull or load succeeds.
 """
 
 
-def render(cases: list[Case], bench: str | None = None) -> str:
+def bench_method(seconds: float) -> str:
+    """How the benchmark printouts above were made (``seconds``: each crowd's length; 0: not run)."""
+    if seconds <= 0:
+        return "The benchmark did not run for this report."
+    return (
+        f"It ran twice, each time {BENCH_ROUNDS} crowds of {seconds:g} s one after another with every request "
+        "pooled: first with every `/layer_error` asking for an image count the results cache does not hold, so "
+        "that the heavy slots compute all the time; then with `--cached`, where the cache answers every heavy "
+        "request after the first, so that they come many times faster and the server's cost per request "
+        "(Gradio's queue and event stream) is what loads it. Each run's first crowd started once the load before "
+        f"it had died down (one-minute load average below {QUIET_LOAD:g}, or after {SETTLE_S:g} s)."
+    )
+
+
+def render(cases: list[Case], bench: str | None = None, seconds: float = 0) -> str:
     full = any(
         c.function == "test_rss_stays_flat_cycling_12_folders_through_a_cache_of_8"
         and c.properties.get("selections") == "2000"
         for c in cases
     )
     mode = "full soak" if full else "CI's short soak"
-    return TEMPLATE.format(mode=mode, tally=tally(cases), soak=soak_section(cases), crowd=crowd_section(cases, bench),
-                           mechanisms=mechanisms(cases))  # fmt: skip
+    return TEMPLATE.format(
+        mode=mode, tally=tally(cases), soak=soak_section(cases), crowd=crowd_section(cases, bench),
+        mechanisms=mechanisms(cases), bench_method=bench_method(seconds if bench else 0),
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--junit", type=Path, help="render this JUnit XML instead of running the tests")
+    parser.add_argument("--save-junit", type=Path, help="keep the test run's JUnit XML here (to --junit it later)")
     parser.add_argument("--out", type=Path, default=DOC, help=f"where to write (default: {DOC.relative_to(ROOT)})")
     parser.add_argument(
         "--bench-seconds",
@@ -360,11 +373,13 @@ def main(argv: list[str] | None = None) -> int:
                 print("pytest wrote no report", file=sys.stderr)
                 return code or 1
             cases = read_cases(xml)
+            if args.save_junit is not None:
+                shutil.copyfile(xml, args.save_junit)
     else:
         cases = read_cases(args.junit)
     seconds = args.bench_seconds if args.bench_seconds is not None else (0 if args.junit else 30)
     bench = run_bench_load(seconds) if seconds > 0 else None
-    args.out.write_text(render(cases, bench), encoding="utf-8")
+    args.out.write_text(render(cases, bench, seconds), encoding="utf-8")
     print(f"wrote {os.path.relpath(args.out)}: {len(cases)} tests, {sum(c.cases for c in cases):,} cases")
     return code
 

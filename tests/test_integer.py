@@ -295,9 +295,22 @@ def test_an_add_looked_up_equals_its_arithmetic(dtypes: tuple[str, str, str], re
     # every pair once, then a broadcast against one row, in the types the steps before hand over
     a = np.repeat(np.arange(low_a, high_a + 1), high_b - low_b + 1).reshape(2, 128, 1, -1).astype(np.int16)
     b = np.tile(np.arange(low_b, high_b + 1), high_a - low_a + 1).reshape(a.shape).astype(np.int64)
-    row = rng.integers(low_b, high_b + 1, size=(1, 1, 1, a.shape[-1]))
+    row_b = rng.integers(low_b, high_b + 1, size=(1, 1, 1, a.shape[-1]))
+    row_a = rng.integers(low_a, high_a + 1, size=(1, 128, 1, 1)).astype(np.int16)
     for fixed in (False, True):
-        for x, y in ((a, b), (a, row)):
+        for x, y in ((a, b), (a, row_b), (row_a, b)):
             ours = run_step(step, [x, y], fixed=fixed)
             direct = _add(step, x.astype(np.int64), np.asarray(y, np.int64), fixed)
             assert ours.shape == direct.shape and np.array_equal(ours, direct)
+            assert ours.dtype.kind == "i" and ours.dtype.itemsize >= 2  # 8-bit values with room for their sums
+
+
+def test_an_add_into_a_wide_type_is_computed_not_looked_up() -> None:
+    step = IntegerStep(
+        "add", "QLinearAdd", "add", (IntTensor("a", 0.01, 0, "uint8"), IntTensor("b", 0.01, 0, "uint8")),
+        IntTensor("y", 0.00005, 0, "uint16"),
+    )  # fmt: skip
+    a = np.array([[255, 0, 128]], np.int16)
+    for fixed in (False, True):
+        out = run_step(step, [a, a], fixed=fixed)
+        assert out.tolist() == [[65535, 0, 51200]]  # 2·255·200 saturates at uint16's max, not wrapped to -1

@@ -235,3 +235,27 @@ def test_a_graph_that_fixes_its_batch_runs_in_whole_batches(report: IntegerRepor
     result = fixed.variant(VariantKey.ONNX_INT8)
     assert result is not None and result.batch_size == 6  # the 8 asked for, in whole runs of 3
     assert _figures(result) == _figures(report.variant(VariantKey.ONNX_INT8))
+
+
+@pytest.mark.parametrize(
+    ("requested", "per_image", "budget", "multiple", "size", "note"),
+    [
+        (64, 1.0, 1000, 1, 64, None),  # room for all
+        (64, 10.0, 100, 1, 10, "batches of 10 (not 64)"),
+        (64, 10.0, 5, 1, 1, "one image alone is over it"),
+        (64, 1.0, 1000, 3, 63, None),  # whole runs of 3: not the budget's doing, so no note
+        (64, 10.0, 100, 3, 9, "batches of 9 (not 64)"),
+        (64, 10.0, 20, 8, 8, "the 8 images the graph fixes as its batch alone is over it"),
+    ],
+)
+def test_a_batch_fits_the_budget_in_whole_runs_and_its_note_says_the_size_used(
+    requested: int, per_image: float, budget: int, multiple: int, size: int, note: str | None
+) -> None:
+    from quantcore.evaluate.batches import fitting_batch
+
+    notes: list[str] = []
+    assert fitting_batch(requested, per_image, budget, notes, multiple=multiple) == size
+    if note is None:
+        assert notes == []
+    else:
+        assert len(notes) == 1 and note in notes[0] and notes[0].startswith(f"batches of {size} ")

@@ -60,17 +60,22 @@ class InputBatches:
             yield self.take(start, start + batch_size)
 
 
-def fitting_batch(requested: int, per_image: float, budget: int, notes: list[str]) -> int:
+def fitting_batch(requested: int, per_image: float, budget: int, notes: list[str], *, multiple: int = 1) -> int:
     """The largest batch up to ``requested`` whose working set, ``per_image`` bytes an image, fits ``budget``.
 
-    A smaller batch than asked for is said in ``notes``.
+    ``multiple``: the batch a graph fixes; the answer is a whole number of them, at least one, even when one
+    alone is over the budget. A batch smaller than asked for is said in ``notes``, with the reason.
     """
-    fitting = max(1, int(budget // max(per_image, 1.0)))
-    if fitting < requested:
-        notes.append(f"batches of {fitting} (not {requested}): one image's activations take {per_image / 2**20:.1f} "
-                     f"MB, and the budget is {budget / 2**20:.0f} MB (QP_MAX_ACTIVATION_MB)")  # fmt: skip
-        return fitting
-    return requested
+    whole = max(multiple, requested - requested % multiple)
+    fitting = int(budget // max(per_image, 1.0))
+    size = min(whole, max(multiple, fitting - fitting % multiple))
+    if size < whole or size > fitting:
+        why = f"one image's activations take {per_image / 2**20:.1f} MB, and the budget is {budget / 2**20:.0f} MB"
+        if size > fitting:
+            alone = "one image" if multiple == 1 else f"the {multiple} images the graph fixes as its batch"
+            why += f"; {alone} alone is over it"
+        notes.append(f"batches of {size} (not {requested}): {why} (QP_MAX_ACTIVATION_MB)")
+    return size
 
 
 def prepared_inputs(

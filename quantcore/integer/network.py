@@ -98,9 +98,10 @@ def _add(step: IntegerStep, a: np.ndarray, b: np.ndarray, fixed: bool) -> np.nda
 def _add_by_table(step: IntegerStep, a: np.ndarray, b: np.ndarray, fixed: bool) -> np.ndarray:
     """``_add`` looked up: with 8-bit inputs the output of every input pair is tabled once (256×256, computed by
     ``_add`` itself), so each batch costs an index and a gather instead of some thirty passes over int64."""
-    (qa, qb), (low_a, high_a), (low_b, high_b) = step.inputs, *(integer_limits(q.dtype) for q in step.inputs)
-    if high_a - low_a > 255 or high_b - low_b > 255:
-        return _add(step, a, b, fixed)
+    (low_a, high_a), (low_b, high_b) = (integer_limits(q.dtype) for q in step.inputs)
+    low_y, high_y = integer_limits(step.output.dtype)
+    if high_a - low_a > 255 or high_b - low_b > 255 or low_y < -(2**15) or high_y >= 2**15:
+        return _add(step, a, b, fixed)  # a table of 16-bit inputs, or outputs past int16, is not worth it
     tables = _ADD_TABLES.setdefault(step, {})
     if fixed not in tables:
         every_a = np.arange(low_a, high_a + 1, dtype=np.int64)[:, None]

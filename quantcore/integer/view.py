@@ -107,8 +107,11 @@ def _runs(tapper: Tapper, spec: InputSpec, pixels: np.ndarray, convert: bool) ->
         if keep < fixed:
             chunk = np.concatenate([chunk, np.repeat(chunk[:1], fixed - keep, axis=0)])
         capture = tapper(chunk)
-        values = {t: to_integers(v)[:keep] for t, v in capture.values.items()}
-        yield chunk[:keep], values, np.asarray(capture.output)[:keep]
+        values = {t: to_integers(v) for t, v in capture.values.items()}
+        if keep == fixed:
+            yield chunk, values, np.asarray(capture.output)
+        else:  # every tensor of a graph that fixes its batch holds it first
+            yield chunk[:keep], {t: v[:keep] for t, v in values.items()}, np.asarray(capture.output)[:keep]
 
 
 def integer_view(
@@ -191,9 +194,9 @@ def integer_view(
                         network.update(x, values, output, by_mode[network.fixed])
                 if done == 0:
                     sized: list[str] = []
-                    size = fitting_batch(batch_size, working_bytes(values, graph, len(x)), budget, sized)
+                    per_image = working_bytes(values, graph, len(x))
+                    size = fitting_batch(batch_size, per_image, budget, sized, multiple=run_size)
                     notes.extend(f"{key}: {n}" for n in sized)
-                    size = max(run_size, size - size % run_size)
                 done_all += stop - done
                 done = stop
                 report(done_all, f"{key}: integer reference")
