@@ -174,15 +174,20 @@ def integer_view(
         stats = [LayerStats(step) for step in graph.layers]
         networks = [NetworkRunner(graph, fixed=True)] + ([NetworkRunner(graph, fixed=False)] if float_network else [])
         taps = sorted({t.name for s in graph.layers for t in (*s.inputs, s.output)} | set(networks[0].taps))
-        size, run_size = batch_size, spec.batch or 1
+        run_size = spec.batch or 1
         try:
             tapper = integer_tapper_for(variants.model(key), taps)
-            done = 0
-            while done < inputs.count:
-                # The first run alone measures what an image costs; the batch is then set to fit the budget
-                # (in whole runs of the batch a graph fixes).
-                stop = min(run_size if done == 0 else done + size, inputs.count)
-                pixels, _labels = inputs.take(done, stop)
+            # One run of the first image (or of the batch a graph fixes) measures what an image costs, and the
+            # batch is set to fit the budget; the batches then start again from the first image, all of one size.
+            probe, _ = inputs.take(0, min(run_size, inputs.count))
+            _, values, _ = next(_runs(tapper, spec, probe, not inputs.as_model_input))
+            sized: list[str] = []
+            size = fitting_batch(batch_size, working_bytes(values, graph, len(probe)), budget, sized,
+                                 multiple=run_size)  # fmt: skip
+            notes.extend(f"{key}: {n}" for n in sized)
+            del values
+            for start in range(0, inputs.count, size):
+                pixels, _labels = inputs.take(start, min(start + size, inputs.count))
                 for x, values, output in _runs(tapper, spec, pixels, not inputs.as_model_input):
                     by_mode: dict[bool, dict[str, np.ndarray]] = {True: {}, False: {}}
                     for layer in stats:
@@ -192,13 +197,7 @@ def integer_view(
                         )
                     for network in networks:
                         network.update(x, values, output, by_mode[network.fixed])
-                if done == 0:
-                    sized: list[str] = []
-                    per_image = working_bytes(values, graph, len(x))
-                    size = fitting_batch(batch_size, per_image, budget, sized, multiple=run_size)
-                    notes.extend(f"{key}: {n}" for n in sized)
-                done_all += stop - done
-                done = stop
+                done_all += len(pixels)
                 report(done_all, f"{key}: integer reference")
         except RunTimeoutError:
             raise
