@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 # Steps that only move values (same scale and zero point): passed through by name.
 _ALIASES = ("Identity", "Dropout", "contiguous", "clone", "detach")
 _RESHAPES = ("Flatten", "flatten", "reshape", "view", "squeeze")
+# What the model's output may pass through after its last integer tensor and still answer the same top-1.
+_TO_OUTPUT = frozenset({*_ALIASES, *_RESHAPES, "dequantize", "Softmax", "softmax", "LogSoftmax", "log_softmax"})
 
 
 def _attr(root: Any, target: str) -> Any:
@@ -176,8 +178,8 @@ class _Reader:
             if node in self.known:
                 return self.known[node]
             inputs = getattr(node, "all_input_nodes", [])
-            if len(inputs) != 1:
-                return None
+            if len(inputs) != 1 or _what(node, self.modules) not in _TO_OUTPUT:
+                return None  # the output is computed from the last integer tensor, not just read out of it
             node = inputs[0]
         return None
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from quantcore.backends.base import PASS_THROUGH
 from quantcore.backends.integer_graph import IntegerGraph, IntegerStep, IntTensor
 from quantcore.backends.torch_integer import dtype_name, engine_name, float32, layer_step
 from quantcore.backends.torchscript import _attr_path, _fetch, _script_value, inlined_graph
@@ -21,11 +22,18 @@ from quantcore.backends.torchscript import _attr_path, _fetch, _script_value, in
 if TYPE_CHECKING:
     import torch
 
-# Packed 1-D convolutions hold a 2-D conv's weights (out, in, 1, k): not read as layers here.
-LAYERS = {f"quantized::{op}{relu}": kind for op, kind in (("conv2d", "conv"), ("conv3d", "conv"), ("linear", "dense"))
+LAYERS = {f"quantized::{op}{relu}": kind for op, kind in
+          (("conv1d", "conv"), ("conv2d", "conv"), ("conv3d", "conv"), ("linear", "dense"))
           for relu in ("", "_relu")}  # fmt: skip
+_GLOBAL_POOLS = ("aten::adaptive_avg_pool1d", "aten::adaptive_avg_pool2d", "aten::adaptive_avg_pool3d")
 _ALIASES = ("aten::contiguous", "aten::clone", "aten::detach", "aten::dropout")
 _RESHAPES = ("aten::flatten", "aten::reshape", "aten::view")
+# What the model's output may pass through after its last integer tensor and still answer the same top-1.
+_TO_OUTPUT = frozenset({*PASS_THROUGH, *_ALIASES, *_RESHAPES, "aten::softmax", "aten::log_softmax"})
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _constant(root: Any, value: Any) -> Any:
@@ -57,7 +65,19 @@ def _layer(root: Any, node: Any, x: IntTensor) -> IntegerStep:
         raise ValueError("a transposed convolution is not computed here")
     weight, bias = packed.unpack()
     conv = (list(packed.stride()), list(packed.padding()), list(packed.dilation()), int(packed.groups()))
+    if node.kind().startswith("quantized::conv1d"):
+        # Packed as a 2-D conv over a height of 1: weights (out, in, 1, k), and the 2-D conv's attributes.
+        if weight.dim() != 4 or weight.shape[2] != 1:
+            raise ValueError(f"a 1-D convolution packed with weights of shape {list(weight.shape)}")
+        weight = weight.squeeze(2)
+        conv = (*([values[-1]] for values in conv[:3]), conv[3])
     return layer_step(name, node.kind(), kind, x, output, weight, bias, conv, relu)
+
+
+def _layer_name(node: Any) -> str:
+    """A layer's module path (``stack1.conv1``), or its output's debug name when its weights are computed."""
+    source = _attr_path(node.inputsAt(1))
+    return source.removesuffix("._packed_params") if source else node.output().debugName()
 
 
 def _reshape_attrs(root: Any, node: Any) -> dict[str, Any] | None:
@@ -90,6 +110,9 @@ class _Reader:
         ints = [v.debugName() for v in node.inputs() if v.debugName() in self.known]
         if kind == "aten::quantize_per_tensor":
             self._quantize(node, out)
+        elif not ints and kind in LAYERS:
+            self.notes.append(f"{_layer_name(node)} ({kind}): not read, its input is made by a step not read "
+                              "as integers")  # fmt: skip
         elif not ints:
             self._float_view(node, out)
         elif kind in LAYERS:
@@ -114,7 +137,7 @@ class _Reader:
         """A pool, ReLU or reshape on an integer tensor: its output keeps the input's scale and zero point."""
         kind = node.kind()
         y = IntTensor(out, x.scale, x.zero_point, x.dtype)
-        if kind == "aten::adaptive_avg_pool2d" and _constant(self.root, node.inputsAt(1)) in ([1, 1], 1):
+        if kind in _GLOBAL_POOLS and set(_as_list(_constant(self.root, node.inputsAt(1)))) == {1}:
             self._add(out, IntegerStep(out, kind, "global_average_pool", (x,), y))
         elif kind in ("aten::relu", "aten::relu_"):
             self._add(out, IntegerStep(out, kind, "relu", (x,), y))
@@ -149,8 +172,10 @@ class _Reader:
         elif source in self.float_views:
             x, attrs = self.float_views[source]
             self._add(out, IntegerStep(out, "dequantize→quantize_per_tensor", "reshape", (x,), y, attrs=attrs))
-        else:
-            self.notes.append(f"{out}: quantizes a value computed in float; what feeds it is not integers")
+        else:  # its layers can still be checked on it; the whole-network run stops where it is needed
+            self.known[out] = y
+            self.notes.append(f"{out}: quantizes a value computed in float ({node.inputsAt(0).node().kind()}), "
+                              "so a whole-network integer run cannot reach past it")  # fmt: skip
 
     def output(self) -> IntTensor | None:
         value = self.graph.return_node().inputsAt(0)
@@ -161,8 +186,8 @@ class _Reader:
             if name in self.known:
                 return self.known[name]
             node = value.node()
-            if node.kind().startswith("prim::") or node.inputsSize() < 1:
-                return None
+            if node.kind() not in _TO_OUTPUT or node.inputsSize() < 1:
+                return None  # the output is computed from the last integer tensor, not just read out of it
             value = node.inputsAt(0)
         return None
 

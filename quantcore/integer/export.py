@@ -103,6 +103,11 @@ def export_json(result: VariantInteger) -> str:
     return json.dumps(variant_export(result), indent=1)
 
 
+def spatial_axes(count: int) -> tuple[str, ...]:
+    """Names of a kernel's spatial axes in the header, innermost last: W; H, W; D, H, W (D0, D1, ... beyond)."""
+    return {0: (), 1: ("W",), 2: ("H", "W"), 3: ("D", "H", "W")}.get(count) or tuple(f"D{i}" for i in range(count))
+
+
 def c_identifier(name: str) -> str:
     """A layer name as a C identifier: ``/stack1/conv1/Conv`` -> ``stack1_conv1_conv``."""
     text = re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_").lower() or "layer"
@@ -153,13 +158,14 @@ def export_header(result: VariantInteger) -> str:
         out.append(f"#define {upper}_INPUT_ZERO_POINT {layer.input.zero_point}")
         out.append(f"#define {upper}_OUTPUT_ZERO_POINT {layer.output.zero_point}")
         out.append(f"#define {upper}_OUT_CHANNELS {weight.shape[0]}")
-        for axis, size in zip(("KERNEL_H", "KERNEL_W")[: weight.ndim - 2], weight.shape[1:-1], strict=False):
-            out.append(f"#define {upper}_{axis} {size}")
+        axes = spatial_axes(weight.ndim - 2)
+        for axis, size in zip(axes, weight.shape[1:-1], strict=True):
+            out.append(f"#define {upper}_KERNEL_{axis} {size}")
         out.append(f"#define {upper}_IN_CHANNELS {weight.shape[-1]}")
         if step.kind == "conv":
             attrs = step.attrs
             pads, spatial = attrs["pads"], len(attrs["strides"])
-            for i, axis in enumerate(("H", "W")[:spatial]):
+            for i, axis in enumerate(spatial_axes(spatial)):
                 out.append(f"#define {upper}_STRIDE_{axis} {attrs['strides'][i]}")
                 out.append(f"#define {upper}_DILATION_{axis} {attrs['dilations'][i]}")
                 out.append(f"#define {upper}_PAD_{axis}_BEGIN {pads[i]}")
