@@ -128,6 +128,11 @@ def read_integer_graph(model: onnx.ModelProto) -> IntegerGraph:
             steps.append(step)
         if op == "QuantizeLinear" and node.input[0] == input_name:
             input_q = reader.tensor_of(g.input(node, 1), g.input(node, 2), node.output[0])
+    if input_q is None and input_name is not None:
+        first = [f"{n.op_type} ({n.name or n.output[0]})" for n in g.nodes if input_name in n.input]
+        if first and not any(op.startswith("QuantizeLinear") for op in first):
+            reader.notes.append(f"the input {input_name} goes into {', '.join(first)} in float before it is "
+                                "quantized")  # fmt: skip
     return IntegerGraph(tuple(steps), input_name, input_q, _output_tensor(reader, model), tuple(reader.notes))
 
 

@@ -184,8 +184,12 @@ class NetworkRunner:
         self.images = 0
         self.agree = 0
         self.stopped: str | None = None
-        if graph.input_q is None or graph.output_q is None:
-            self.stopped = "the graph's input or output is not quantized by one QuantizeLinear/DequantizeLinear"
+        if graph.input_q is None:
+            self.stopped = ("the model's input is not quantized before its first step (it goes through float "
+                            "ops first, see the notes): the integer run starts from a quantized input")  # fmt: skip
+        elif graph.output_q is None:
+            self.stopped = ("the model's output is computed in float, not only dequantized (or reshaped, or "
+                            "softmaxed) from one integer tensor: no integer tensor holds its answer")  # fmt: skip
 
     @property
     def taps(self) -> list[str]:
