@@ -314,3 +314,34 @@ def test_an_add_into_a_wide_type_is_computed_not_looked_up() -> None:
     for fixed in (False, True):
         out = run_step(step, [a, a], fixed=fixed)
         assert out.tolist() == [[65535, 0, 51200]]  # 2·255·200 saturates at uint16's max, not wrapped to -1
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+@pytest.mark.parametrize(
+    ("kernel", "strides", "pads", "dilations"),
+    [([3, 3], [2, 2], [1, 1, 1, 1], [1, 1]), ([2, 2], [2, 2], [0, 0, 0, 0], [1, 1]), ([3, 2], [1, 2], [0, 1, 2, 0],
+     [2, 1]), ([3], [2], [1, 0], [1])],
+)  # fmt: skip
+def test_a_max_pool_on_integers_equals_onnxruntimes(dtype: str, kernel, strides, pads, dilations) -> None:
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(3)
+    low, high = (0, 255) if dtype == "uint8" else (-128, 127)
+    x = rng.integers(low, high + 1, size=(2, 3, *([9, 8][: len(kernel)]))).astype(dtype)
+    onnx_type = TensorProto.UINT8 if dtype == "uint8" else TensorProto.INT8
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=kernel, strides=strides, pads=pads,
+                            dilations=dilations)  # fmt: skip
+    graph = helper.make_graph([node], "pool", [helper.make_tensor_value_info("x", onnx_type, None)],
+                              [helper.make_tensor_value_info("y", onnx_type, None)])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    theirs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    attrs = {"kernel_shape": kernel, "strides": strides, "pads": pads, "dilations": dilations, "auto_pad": "NOTSET"}
+    same = IntTensor("x", 0.05, 7, dtype)
+    step = IntegerStep("pool", "QDQ MaxPool", "max_pool", (same,), IntTensor("y", 0.05, 7, dtype), attrs=attrs)
+    for fixed in (False, True):
+        assert np.array_equal(run_step(step, [x.astype(np.int16)], fixed=fixed), theirs)
+    # to another scale: the max first, then the rescale every requantizing step uses
+    moved = IntegerStep("pool", "QDQ MaxPool", "max_pool", (same,), IntTensor("y", 0.1, 3, dtype), attrs=attrs)
+    expected = np.clip(np.rint((theirs.astype(np.float32) - 7) * np.float32(0.5)) + 3, low, high)
+    assert np.array_equal(run_step(moved, [x.astype(np.int16)], fixed=False), expected)

@@ -289,7 +289,9 @@ def _qdq_other(reader: _Reader, node: Any, op: str, name: str) -> IntegerStep | 
         op, "reshape")  # fmt: skip
     attrs = _reshape_attrs(g, node) if kind == "reshape" else {}
     if op == "MaxPool":
-        attrs = {"kernel_shape": list(g.attr(node, "kernel_shape", [])), **_conv_attrs(g, node, 2)}
+        kernel = [int(k) for k in g.attr(node, "kernel_shape", [])]
+        attrs = {"kernel_shape": kernel, **_conv_attrs(g, node, len(kernel)),
+                 "ceil_mode": int(g.attr(node, "ceil_mode", 0))}  # fmt: skip
     return IntegerStep(name, f"QDQ {op}{fused}", kind, tuple(sources), y, attrs=attrs, relu=relu)  # type: ignore[arg-type]
 
 

@@ -130,6 +130,37 @@ def _average_pool(step: IntegerStep, x: np.ndarray, fixed: bool) -> np.ndarray:
     return out
 
 
+def _max_pool(step: IntegerStep, x: np.ndarray, fixed: bool) -> np.ndarray:
+    """MaxPool on integers: the largest stored value of each window (dequantizing is increasing, so the max
+    commutes with it; padding takes the type's minimum, which never wins), then moved to the output's scale."""
+    attrs = step.attrs
+    kernel = attrs.get("kernel_shape") or []
+    if not kernel or attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID") or attrs.get("ceil_mode", 0):
+        raise UnsupportedStepError(f"{step.name}: {step.op} is computed here only with its kernel and explicit "
+                                   "pads given, and ceil_mode off")  # fmt: skip
+    spatial = len(kernel)
+    if x.ndim != spatial + 2:
+        raise UnsupportedStepError(f"{step.name}: a {x.ndim}-D input for a {spatial}-D MaxPool")
+    strides, dilations = attrs.get("strides") or [1] * spatial, attrs.get("dilations") or [1] * spatial
+    pads = attrs.get("pads") if attrs.get("auto_pad", "NOTSET") == "NOTSET" else None
+    pads = pads or [0] * (2 * spatial)
+    low = integer_limits(step.inputs[0].dtype)[0]
+    bounds = [(0, 0), (0, 0), *((pads[i], pads[i + spatial]) for i in range(spatial))]
+    padded = np.pad(x.astype(np.int32, copy=False), bounds, constant_values=low)  # no unsigned wrap below
+    sizes = [(padded.shape[2 + i] - (kernel[i] - 1) * dilations[i] - 1) // strides[i] + 1 for i in range(spatial)]
+    if min(sizes) < 1:
+        raise UnsupportedStepError(f"{step.name}: the pool's window is larger than its padded input")
+    largest: np.ndarray | None = None
+    for offset in np.ndindex(*kernel):
+        window = tuple(slice(offset[i] * dilations[i], offset[i] * dilations[i] + (sizes[i] - 1) * strides[i] + 1,
+                             strides[i]) for i in range(spatial))  # fmt: skip
+        part = padded[(slice(None), slice(None), *window)]
+        largest = part.copy() if largest is None else np.maximum(largest, part, out=largest)
+    assert largest is not None
+    out = _requantized(step, largest, fixed)
+    return np.maximum(out, step.output.zero_point) if step.relu else out
+
+
 def _requantized(step: IntegerStep, x: np.ndarray, fixed: bool) -> np.ndarray:
     """An integer tensor moved to the step's output scale and zero point (the identity when they agree)."""
     q, y = step.inputs[0], step.output
@@ -168,6 +199,8 @@ def run_step(step: IntegerStep, values: list[np.ndarray], *, fixed: bool, bound:
         return _average_pool(step, values[0], fixed)
     if step.kind == "relu":
         return np.maximum(_requantized(step, values[0], fixed), step.output.zero_point)
+    if step.kind == "max_pool":
+        return _max_pool(step, values[0], fixed)
     if step.kind == "reshape":
         return _requantized(step, _reshape(step, values[0]), fixed)
     raise UnsupportedStepError(f"{step.name}: {step.op} has no integer implementation here")
