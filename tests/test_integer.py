@@ -323,7 +323,7 @@ def test_an_add_into_a_wide_type_is_computed_not_looked_up() -> None:
      [2, 1]), ([3], [2], [1, 0], [1])],
 )  # fmt: skip
 def test_a_max_pool_on_integers_equals_onnxruntimes(dtype: str, kernel, strides, pads, dilations) -> None:
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(3)
     low, high = (0, 255) if dtype == "uint8" else (-128, 127)
@@ -341,7 +341,60 @@ def test_a_max_pool_on_integers_equals_onnxruntimes(dtype: str, kernel, strides,
     step = IntegerStep("pool", "QDQ MaxPool", "max_pool", (same,), IntTensor("y", 0.05, 7, dtype), attrs=attrs)
     for fixed in (False, True):
         assert np.array_equal(run_step(step, [x.astype(np.int16)], fixed=fixed), theirs)
-    # to another scale: the max first, then the rescale every requantizing step uses
+    # to another scale, as a graph written DequantizeLinear -> MaxPool -> QuantizeLinear computes it
     moved = IntegerStep("pool", "QDQ MaxPool", "max_pool", (same,), IntTensor("y", 0.1, 3, dtype), attrs=attrs)
-    expected = np.clip(np.rint((theirs.astype(np.float32) - 7) * np.float32(0.5)) + 3, low, high)
-    assert np.array_equal(run_step(moved, [x.astype(np.int16)], fixed=False), expected)
+    zero = numpy_helper.from_array(np.array(7, dtype), "zx"), numpy_helper.from_array(np.array(3, dtype), "zy")
+    scales = numpy_helper.from_array(np.float32(0.05), "sx"), numpy_helper.from_array(np.float32(0.1), "sy")
+    nodes = [helper.make_node("DequantizeLinear", ["x", "sx", "zx"], ["fx"]),
+             helper.make_node("MaxPool", ["fx"], ["fy"], kernel_shape=kernel, strides=strides, pads=pads,
+                              dilations=dilations),
+             helper.make_node("QuantizeLinear", ["fy", "sy", "zy"], ["y"])]  # fmt: skip
+    qdq = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", onnx_type, None)],
+                            [helper.make_tensor_value_info("y", onnx_type, None)], [*zero, *scales])  # fmt: skip
+    qdq_model = helper.make_model(qdq, opset_imports=[helper.make_opsetid("", 13)])
+    qdq_model.ir_version = 8
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # each step as written
+    written = ort.InferenceSession(qdq_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    assert np.array_equal(run_step(moved, [x.astype(np.int16)], fixed=False), written.run(None, {"x": x})[0])
+
+
+def test_a_concat_on_integers_equals_onnxruntimes_qdq_concat() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, (2, 3, 4, 4)).astype(np.uint8)
+    b = rng.integers(0, 256, (2, 5, 4, 4)).astype(np.uint8)
+    qa, qb = IntTensor("a", 0.02, 120, "uint8"), IntTensor("b", 0.035, 90, "uint8")
+
+    def onnxruntime(y: IntTensor, optimize: bool) -> np.ndarray:
+        inits = [numpy_helper.from_array(np.array(v, dt), n) for n, v, dt in (
+            ("sa", qa.scale, np.float32), ("za", qa.zero_point, np.uint8), ("sb", qb.scale, np.float32),
+            ("zb", qb.zero_point, np.uint8), ("sy", y.scale, np.float32), ("zy", y.zero_point, np.uint8))]  # fmt: skip
+        nodes = [helper.make_node("DequantizeLinear", ["a", "sa", "za"], ["fa"]),
+                 helper.make_node("DequantizeLinear", ["b", "sb", "zb"], ["fb"]),
+                 helper.make_node("Concat", ["fa", "fb"], ["f"], axis=1),
+                 helper.make_node("QuantizeLinear", ["f", "sy", "zy"], ["y"])]  # fmt: skip
+        graph = helper.make_graph(nodes, "concat", [helper.make_tensor_value_info(n, TensorProto.UINT8, None)
+                                                    for n in ("a", "b")],
+                                  [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], inits)  # fmt: skip
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        options = ort.SessionOptions()
+        if not optimize:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return session.run(None, {"a": a, "b": b})[0].astype(np.int64)
+
+    # one output scale equal to the first input's (a copy there), one to neither
+    for y in (IntTensor("y", 0.02, 120, "uint8"), IntTensor("y", 0.05, 100, "uint8")):
+        step = IntegerStep("cat", "QDQ Concat", "concat", (qa, qb), y, attrs={"axis": 1})
+        for fixed in (False, True):
+            ours = run_step(step, [a.astype(np.int16), b.astype(np.int16)], fixed=fixed)
+            for optimize in (False, True):  # as written (float ops), and fused (QLinearConcat)
+                diff = np.abs(ours - onnxruntime(y, optimize))
+                if fixed:  # halves (0.7·k for k = 5, 15, ...) round away from zero here, to even in float
+                    assert diff.max() == 1, optimize
+                else:
+                    assert diff.max() == 0, optimize
+            assert np.array_equal(ours[:, :3], a) == (y.scale == qa.scale)  # the same scale: copied exactly

@@ -202,7 +202,7 @@ def _read_step(reader: _Reader, node: Any, op: str, name: str) -> IntegerStep | 
         channels_last = bool(g.attr(node, "channels_last", 0))
         return IntegerStep(name, op, "global_average_pool", (x,), y, attrs={"channels_last": channels_last}) if (
             x and y) else None  # fmt: skip
-    if op in ("Add", "GlobalAveragePool", "MaxPool", *RESHAPES, "Relu"):
+    if op in ("Add", "Concat", "GlobalAveragePool", "MaxPool", *RESHAPES, "Relu"):
         return _qdq_other(reader, node, op, name)
     return None
 
@@ -279,15 +279,17 @@ def _qdq_other(reader: _Reader, node: Any, op: str, name: str) -> IntegerStep | 
             return None
         out = IntTensor(node.output[0], source.scale, source.zero_point, source.dtype)
         return IntegerStep(name, op, "reshape", (source,), out, attrs=_reshape_attrs(g, node))
-    sources = [reader.dq_input(n) for n in node.input[: 2 if op == "Add" else 1]]
+    sources = [reader.dq_input(n) for n in (node.input if op == "Concat" else node.input[: 2 if op == "Add" else 1])]
     if any(s is None for s in sources):
         return None
     y, relu, fused = reader.q_output(node.output[0])
     if y is None:
         return None
-    kind = {"Add": "add", "GlobalAveragePool": "global_average_pool", "MaxPool": "max_pool", "Relu": "relu"}.get(
-        op, "reshape")  # fmt: skip
+    kind = {"Add": "add", "Concat": "concat", "GlobalAveragePool": "global_average_pool", "MaxPool": "max_pool",
+            "Relu": "relu"}.get(op, "reshape")  # fmt: skip
     attrs = _reshape_attrs(g, node) if kind == "reshape" else {}
+    if op == "Concat":
+        attrs = {"axis": int(g.attr(node, "axis", 1))}
     if op == "MaxPool":
         kernel = [int(k) for k in g.attr(node, "kernel_shape", [])]
         attrs = {"kernel_shape": kernel, **_conv_attrs(g, node, len(kernel)),

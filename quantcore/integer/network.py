@@ -163,10 +163,32 @@ def _max_pool(step: IntegerStep, x: np.ndarray, fixed: bool) -> np.ndarray:
 
 def _requantized(step: IntegerStep, x: np.ndarray, fixed: bool) -> np.ndarray:
     """An integer tensor moved to the step's output scale and zero point (the identity when they agree)."""
-    q, y = step.inputs[0], step.output
+    return _moved(step.inputs[0], step.output, x, fixed)
+
+
+def _moved(q: IntTensor, y: IntTensor, x: np.ndarray, fixed: bool) -> np.ndarray:
+    """``x``, stored as ``q``, moved to ``y``'s scale and zero point (the identity when they agree).
+
+    In fixed point by one multiplier; otherwise as the graph does it, DequantizeLinear then QuantizeLinear in
+    float32 (onnxruntime's QLinearConcat tables the same arithmetic).
+    """
     if (q.scale, q.zero_point, q.dtype) == (y.scale, y.zero_point, y.dtype):
         return x
-    return _rescale(x - q.zero_point, q.scale / y.scale, y.zero_point, integer_limits(y.dtype), fixed)
+    shifted = np.asarray(x, np.int64) - q.zero_point
+    limits = integer_limits(y.dtype)
+    if fixed:
+        return _rescale(shifted, q.scale / y.scale, y.zero_point, limits, True)
+    value = shifted.astype(np.float32) * np.float32(q.scale)
+    return np.clip(np.rint(value / np.float32(y.scale)).astype(np.int64) + y.zero_point, *limits)
+
+
+def _concat(step: IntegerStep, values: list[np.ndarray], fixed: bool) -> np.ndarray:
+    """Concat on integers: each input moved to the output's scale (as DequantizeLinear → Concat →
+    QuantizeLinear does), then joined."""
+    parts = [_moved(q, step.output, v, fixed).astype(np.int64, copy=False) for q, v in zip(step.inputs, values,
+                                                                                           strict=True)]  # fmt: skip
+    out = np.concatenate(parts, axis=step.attrs.get("axis", 1))
+    return np.maximum(out, step.output.zero_point) if step.relu else out
 
 
 def _reshape(step: IntegerStep, x: np.ndarray) -> np.ndarray:
@@ -201,6 +223,8 @@ def run_step(step: IntegerStep, values: list[np.ndarray], *, fixed: bool, bound:
         return np.maximum(_requantized(step, values[0], fixed), step.output.zero_point)
     if step.kind == "max_pool":
         return _max_pool(step, values[0], fixed)
+    if step.kind == "concat":
+        return _concat(step, values, fixed)
     if step.kind == "reshape":
         return _requantized(step, _reshape(step, values[0]), fixed)
     raise UnsupportedStepError(f"{step.name}: {step.op} has no integer implementation here")
