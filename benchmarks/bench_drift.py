@@ -34,7 +34,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import tracemalloc
 import warnings
@@ -44,7 +43,7 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from common import model_folder  # noqa: E402
+from common import model_folder, peak_rss_growth  # noqa: E402
 
 import quantcore  # noqa: E402
 from quantcore import settings  # noqa: E402
@@ -65,11 +64,6 @@ BATCH_SIZE = 32
 def _load(folder: Path) -> quantcore.ModelVariants:
     settings.configure(models_root=folder.parent)
     return quantcore.load_model_variants(folder)
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 # ------------------------------------------------------------------------ time
@@ -123,29 +117,17 @@ def memory_child(folder: Path, images: int) -> dict[str, Any]:
     table = build_layer_table(variants)
     spec = input_spec(variants)
     layer_drift(variants, table=table, inputs=generated_inputs(spec, BATCH_SIZE), batch_size=BATCH_SIZE)
-    before = _rss_mb()
-    peak = [before]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_mb())
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    tracemalloc.start()
-    report = layer_drift(variants, table=table, inputs=generated_inputs(spec, images, seed=1),
-                         batch_size=BATCH_SIZE)  # fmt: skip
-    batch = report.batch_size
-    _, traced_peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    done.set()
-    sampler.join()
+    with peak_rss_growth() as rss:
+        tracemalloc.start()
+        report = layer_drift(variants, table=table, inputs=generated_inputs(spec, images, seed=1),
+                             batch_size=BATCH_SIZE)  # fmt: skip
+        batch = report.batch_size
+        _, traced_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
     return {
         "images": report.images,
-        "rss_before_mb": round(before, 1),
-        "rss_growth_mb": round(max(peak[0], _rss_mb()) - before, 1),
+        "rss_before_mb": round(rss["before"], 1),
+        "rss_growth_mb": round(rss["growth"], 1),
         "traced_peak_mb": round(traced_peak / 2**20, 2),
         "batch_size": batch,
     }

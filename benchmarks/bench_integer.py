@@ -34,7 +34,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -44,7 +43,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
-from common import model_folder  # noqa: E402
+from common import model_folder, peak_rss_growth  # noqa: E402
 
 import quantcore  # noqa: E402
 from quantcore import settings  # noqa: E402
@@ -120,33 +119,16 @@ def main() -> None:
     sys.exit(0 if ok and memory_ok else 1)
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
-
-
 def memory_child(folder: Path, images: int) -> dict[str, object]:
     """In a fresh process: the peak RSS growth of one integer view over ``images``, after one over one image."""
     settings.configure(models_root=folder.parent)
     variants = quantcore.load_model_variants(folder)
     integer_view(variants, images=1)  # sessions built; their arenas sized for one image only
-    before = _rss_mb()
-    peak = [before]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_mb())
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    report = integer_view(variants, images=images)
-    done.set()
-    sampler.join()
+    with peak_rss_growth() as rss:
+        report = integer_view(variants, images=images)
     return {"images": report.images, "variants": [str(v.variant) for v in report.variants],
             "batch_size": sorted({v.batch_size for v in report.variants}),
-            "rss_growth_mb": round(max(peak[0], _rss_mb()) - before, 1)}  # fmt: skip
+            "rss_growth_mb": round(rss["growth"], 1)}  # fmt: skip
 
 
 def large_memory(images: int, budget_mb: int) -> bool:

@@ -7,10 +7,12 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -92,3 +94,32 @@ def model_folder(requested: Path | None, scratch: Path, *, samples: int = 0) -> 
     labels = rng.integers(0, 10, samples).astype(np.int64)
     datasets.save_samples(built / "samples.npz", datasets.LabelledImages(images, labels, datasets.FASHION_MNIST_LABELS))
     return built, f"{folder} is incomplete: built the five tiny test variants and {samples} generated samples"
+
+
+def rss_mb() -> float:
+    """This process's resident memory now (Linux /proc)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@contextmanager
+def peak_rss_growth() -> Iterator[dict[str, float]]:
+    """Sample RSS every 2 ms over the block; afterwards the dict holds ``before`` and ``growth`` (peak - before), MB."""
+    before = rss_mb()
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mb())
+            time.sleep(0.002)
+
+    figures = {"before": before, "growth": 0.0}
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield figures
+    finally:
+        done.set()
+        sampler.join()
+        figures["growth"] = max(peak[0], rss_mb()) - before

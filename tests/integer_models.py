@@ -6,7 +6,11 @@ onnxruntime and the numpy reference the very same integers.
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -124,3 +128,23 @@ def build_case(case: LayerCase, seed: int = 0) -> tuple[onnx.ModelProto, np.ndar
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model, x
+
+
+ARRAY = re.compile(r"const (u?int\d+_t) (\w+)\[(\d+)\] = \{([^}]*)\};")
+DEFINE = re.compile(r"#define (\w+) (-?\d+)")
+
+
+def compiled_header(header: Path, scratch: Path) -> tuple[dict[str, tuple[str, int, list[int]]], dict[str, int]]:
+    """Compile an exported C header with ``cc -Wall -Wextra -Werror`` (asserting it compiles), then read it back:
+    (arrays by name as (C type, declared length, values), integer #defines by name)."""
+    cc = shutil.which("cc")
+    assert cc is not None, "Debian's cc is part of the test environment (.ci/run installs gcc)"
+    source = scratch / "use.c"
+    source.write_text(f'#include "{header}"\nint main(void) {{ return 0; }}\n')
+    done = subprocess.run([cc, "-c", "-Wall", "-Wextra", "-Werror", "-std=c99", str(source), "-o",
+                           str(scratch / "use.o")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = header.read_text()
+    arrays = {m.group(2): (m.group(1), int(m.group(3)), [int(v) for v in m.group(4).replace("\n", " ").split(",")])
+              for m in ARRAY.finditer(text)}  # fmt: skip
+    return arrays, {m.group(1): int(m.group(2)) for m in DEFINE.finditer(text)}

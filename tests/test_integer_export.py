@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +13,9 @@ import pytest
 from onnx import numpy_helper
 
 from quantcore.__main__ import main
+from tests.integer_models import compiled_header
 
 BUNDLED = Path(__file__).resolve().parent.parent / "models" / "resnet8"
-ARRAY = re.compile(r"const (u?int\d+_t) (\w+)\[(\d+)\] = \{([^}]*)\};")
-DEFINE = re.compile(r"#define (\w+) (-?\d+)")
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +36,7 @@ def _tflite_shift(m: float) -> tuple[int, int]:
 @pytest.mark.parametrize("variant", ["onnx_int8", "onnx_uint8", "pytorch_int8"])
 def test_header_compiles_and_equals_json(exported: Path, variant: str, tmp_path: Path) -> None:
     header = exported / f"{variant}.h"
-    cc = shutil.which("cc")
-    assert cc is not None, "Debian's cc is part of the test environment"
-    source = tmp_path / "use.c"
-    source.write_text(f'#include "{header}"\nint main(void) {{ return 0; }}\n')
-    done = subprocess.run([cc, "-c", "-Wall", "-Wextra", "-Werror", "-std=c99", str(source), "-o",
-                           str(tmp_path / "use.o")], capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    text = header.read_text()
-    arrays = {m.group(2): (m.group(1), int(m.group(3)), [int(v) for v in m.group(4).replace("\n", " ").split(",")])
-              for m in ARRAY.finditer(text)}  # fmt: skip
-    defines = {m.group(1): int(m.group(2)) for m in DEFINE.finditer(text)}
+    arrays, defines = compiled_header(header, tmp_path)
     data = json.loads((exported / f"{variant}.json").read_text())
     assert len(data["layers"]) == 10
     for layer in data["layers"]:

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import shutil
-import subprocess
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +50,7 @@ from quantcore.integer import IntegerReport, integer_view
 from quantcore.integer.export import write_exports
 from quantcore.load import VariantKey
 from tests import zoo
+from tests.integer_models import compiled_header
 
 ZooBuild = Callable[..., zoo.ZooModel]
 IMAGES = 6
@@ -61,8 +60,6 @@ CLASSES = [f"{name}-{pc}" for name in sorted(zoo.BUILDERS) for pc in ("pt", "pc"
 # Classes the zoo builds no PyTorch int8 variant for (an ONNX-only export or topology): not parametrized with it.
 NO_TORCH = {"keras_nhwc", "qoperator", "light_squeezenet"}
 TORCH_LAYERS = {"Conv1d", "Conv2d", "Conv3d", "ConvReLU1d", "ConvReLU2d", "ConvReLU3d", "Linear", "LinearReLU"}
-ARRAY = re.compile(r"const (u?int\d+_t) (\w+)\[(\d+)\] = \{([^}]*)\};")
-DEFINE = re.compile(r"#define (\w+) (-?\d+)")
 
 # Defects found wrong by (class, variant), each a test of the right behaviour expected to fail: none open.
 DEFECTS: dict[str, dict[tuple[str, str], str]] = {}
@@ -494,17 +491,7 @@ def test_export_header_compiles_and_equals_json_and_the_file(case: Case, key: st
     result = _result(case, key)
     write_exports([result], tmp_path)
     header, data = tmp_path / f"{key}.h", json.loads((tmp_path / f"{key}.json").read_text())
-    cc = shutil.which("cc")
-    assert cc is not None, "Debian's cc is part of the test environment (.ci/run installs gcc)"
-    source = tmp_path / "use.c"
-    source.write_text(f'#include "{header}"\nint main(void) {{ return 0; }}\n')
-    done = subprocess.run([cc, "-c", "-Wall", "-Wextra", "-Werror", "-std=c99", str(source), "-o",
-                           str(tmp_path / "use.o")], capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    text = header.read_text()
-    arrays = {m.group(2): (m.group(1), int(m.group(3)), [int(v) for v in m.group(4).replace("\n", " ").split(",")])
-              for m in ARRAY.finditer(text)}  # fmt: skip
-    defines = {m.group(1): int(m.group(2)) for m in DEFINE.finditer(text)}
+    arrays, defines = compiled_header(header, tmp_path)
     assert [la["name"] for la in data["layers"]] == [la.step.name for la in result.layers]
     for layer in data["layers"]:
         base = f"{key}_{layer['identifier']}"
